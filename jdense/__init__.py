@@ -1,0 +1,33 @@
+"""jdense: dense neural networks as pure JAX functions.
+
+The core is two pure functions, :func:`init` and :func:`apply`; around them, layer
+specs, networks, losses, an optax optimizer with per-layer L2, compiled training,
+checkpoints and data helpers.
+"""
+
+from jdense import activations, initializers, losses, metrics
+from jdense.dense import apply, init
+from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
+from jdense.network import Sequential, mlp, summary
+from jdense.optim import optimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNorm",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "FunctionLayer",
+    "Layer",
+    "Sequential",
+    "activations",
+    "apply",
+    "init",
+    "initializers",
+    "losses",
+    "metrics",
+    "mlp",
+    "optimizer",
+    "summary",
+]

@@ -1,0 +1,237 @@
+"""Layer specs: frozen, hashable dataclasses with pure ``init`` and ``apply``.
+
+The layer protocol (what :class:`jdense.Sequential` composes) is two methods,
+``init(key) -> params`` and ``apply(params, x) -> y``; a plain pair of functions
+``(init_fn, apply_fn)`` works the same way. A layer that draws random numbers or
+keeps non-trainable state (Dropout, BatchNorm) adds ``init_state() -> state`` and
+``apply_with_state(params, state, x, *, train, key, mask) -> (y, state)``; its state
+lives outside the params so that the optimizer never sees it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jdense import _checks, dense
+from jdense.activations import Activation, get_activation
+from jdense.initializers import Initializer, get_initializer
+
+Params = Any
+State = Any
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """What a layer must provide to be composed by :class:`jdense.Sequential`."""
+
+    def init(self, key: jax.Array) -> Params: ...
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A fully connected layer with the seed's parameters: ``activation(x @ w + b)``.
+
+    Args:
+      in_features: number of input features.
+      out_features: number of output features.
+      activation: a name (default ``"relu"``), ``None`` for linear, or a callable.
+      initializer: ``"auto"`` (He for ReLU-family, Glorot otherwise), a name, or a callable.
+      optimizer: an optax transformation for this layer only (``None``: the network's).
+      lambda_: L2 strength: the loss gains ``(lambda_/2)·||w||²`` (not on the bias).
+      use_bias: whether the layer has a bias ``b``.
+      dtype: the params' floating dtype.
+      compute_dtype: optionally compute in this dtype (e.g. ``jnp.bfloat16``) for inference.
+
+    Example:
+      >>> layer = Dense(784, 128)
+      >>> params = layer.init(jax.random.key(0))
+      >>> layer.apply(params, jnp.ones((32, 784))).shape
+      (32, 128)
+    """
+
+    in_features: int
+    out_features: int
+    activation: str | Activation | None = "relu"
+    initializer: str | Initializer = "auto"
+    optimizer: optax.GradientTransformation | None = None
+    lambda_: float = 0.0
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    compute_dtype: Any = None
+
+    name_prefix = "dense"
+
+    def __post_init__(self):
+        _checks.positive_int("in_features", self.in_features)
+        _checks.positive_int("out_features", self.out_features)
+        get_activation(self.activation)
+        get_initializer(self.initializer, self.activation)
+        _checks.non_negative_float("lambda_", self.lambda_)
+        object.__setattr__(self, "dtype", _checks.floating_dtype("dtype", self.dtype))
+        if self.compute_dtype is not None:
+            object.__setattr__(self, "compute_dtype", _checks.floating_dtype("compute_dtype", self.compute_dtype))
+        if self.optimizer is not None and not isinstance(self.optimizer, optax.GradientTransformation):
+            raise TypeError(
+                f"optimizer must be an optax.GradientTransformation such as optax.sgd(0.1), got {self.optimizer!r}."
+            )
+
+    def init(self, key: jax.Array) -> dense.Params:
+        """Params ``{"w", "b"}`` from :func:`jdense.init`."""
+        return dense.init(
+            key, self.in_features, self.out_features, self.initializer,
+            activation=self.activation, use_bias=self.use_bias, dtype=self.dtype,
+        )
+
+    def apply(self, params: dense.Params, x: jax.Array) -> jax.Array:
+        """``activation(x @ w + b)`` from :func:`jdense.apply`."""
+        return dense.apply(params, x, self.activation, compute_dtype=self.compute_dtype)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], self.out_features)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """Merge the axes from ``start_axis`` on into one, e.g. ``(N, 28, 28) -> (N, 784)``."""
+
+    start_axis: int = 1
+
+    name_prefix = "flatten"
+
+    def init(self, key: jax.Array) -> Params:
+        return {}
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        return x.reshape(*x.shape[: self.start_axis], -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout:
+    """Drop each input with probability ``rate`` in training and scale the rest by ``1/(1-rate)``.
+
+    The identity in evaluation (``train=False``). Training needs a PRNG key.
+    """
+
+    rate: float
+
+    name_prefix = "dropout"
+
+    def __post_init__(self):
+        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) or not 0.0 <= self.rate < 1.0:
+            raise ValueError(
+                f"Dropout rate must be a probability in [0, 1), got {self.rate!r}; "
+                "it is the probability of dropping a unit, e.g. Dropout(0.5)."
+            )
+
+    def init(self, key: jax.Array) -> Params:
+        return {}
+
+    def init_state(self) -> State:
+        return {}
+
+    def apply(self, params: Params, x: jax.Array, *, train: bool = False, key: jax.Array | None = None) -> jax.Array:
+        return self.apply_with_state(params, {}, x, train=train, key=key)[0]
+
+    def apply_with_state(self, params, state, x, *, train=False, key=None, mask=None):
+        if not train or self.rate == 0.0:
+            return x, state
+        if key is None:
+            raise ValueError("Dropout in training needs a PRNG key: call apply(..., train=True, key=jax.random.key(seed)).")
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, jnp.shape(x))
+        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype)), state
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalization ``scale · (x − μ) / sqrt(σ² + epsilon) + bias`` over the last axis.
+
+    Training normalizes with the batch's statistics (over every axis but the last) and
+    updates the running averages ``running = momentum·running + (1−momentum)·batch``;
+    evaluation uses the running averages. Params ``{"scale", "bias"}`` are trained;
+    the state ``{"mean", "var"}`` is not.
+    """
+
+    features: int
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    name_prefix = "batch_norm"
+
+    def __post_init__(self):
+        _checks.positive_int("features", self.features)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"BatchNorm momentum must be in [0, 1), got {self.momentum!r}; 0.9 is usual.")
+        if not self.epsilon > 0:
+            raise ValueError(f"BatchNorm epsilon must be > 0, got {self.epsilon!r}.")
+        object.__setattr__(self, "dtype", _checks.floating_dtype("dtype", self.dtype))
+
+    def init(self, key: jax.Array) -> Params:
+        return {"scale": jnp.ones((self.features,), self.dtype), "bias": jnp.zeros((self.features,), self.dtype)}
+
+    def init_state(self) -> State:
+        return {"mean": jnp.zeros((self.features,), jnp.float32), "var": jnp.ones((self.features,), jnp.float32)}
+
+    def apply(self, params: Params, x: jax.Array, *, state: State) -> jax.Array:
+        """Inference: normalize with the running averages in ``state``."""
+        return self.apply_with_state(params, state, x, train=False)[0]
+
+    def apply_with_state(self, params, state, x, *, train=False, key=None, mask=None):
+        if x.shape[-1] != self.features:
+            raise ValueError(
+                f"BatchNorm(features={self.features}) got x of shape {x.shape}; its last axis must have "
+                f"{self.features} entries. Build BatchNorm with the width of the layer before it."
+            )
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            xf = x.astype(jnp.float32)
+            if mask is None:
+                mean, var = jnp.mean(xf, axes), jnp.var(xf, axes)
+            else:  # statistics over the real rows only (fit pads the last batch)
+                w = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape[:-1] + (1,))
+                n = jnp.maximum(jnp.sum(w), 1.0)
+                mean = jnp.sum(w * xf, axes) / n
+                var = jnp.sum(w * (xf - mean) ** 2, axes) / n
+            m = self.momentum
+            state = {"mean": m * state["mean"] + (1 - m) * mean, "var": m * state["var"] + (1 - m) * var}
+        else:
+            mean, var = state["mean"], state["var"]
+        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var.astype(x.dtype) + self.epsilon)
+        return y * params["scale"].astype(x.dtype) + params["bias"].astype(x.dtype), state
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionLayer:
+    """A user-written ``(init_fn, apply_fn)`` pair as a layer (``init_fn(key) -> params``)."""
+
+    init_fn: Callable[[jax.Array], Params]
+    apply_fn: Callable[[Params, jax.Array], jax.Array]
+
+    name_prefix = "layer"
+
+    def init(self, key: jax.Array) -> Params:
+        return self.init_fn(key)
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        return self.apply_fn(params, x)
+
+
+def as_layer(layer: Any) -> Layer:
+    """Accept a layer object or an ``(init_fn, apply_fn)`` pair; raise a clear error otherwise."""
+    if isinstance(layer, tuple) and len(layer) == 2 and all(callable(f) for f in layer):
+        return FunctionLayer(*layer)
+    if callable(getattr(layer, "init", None)) and callable(getattr(layer, "apply", None)):
+        return layer
+    raise TypeError(
+        f"a layer must have init(key) and apply(params, x) methods, or be a pair (init_fn, apply_fn); "
+        f"got {layer!r}. Wrap your functions as (init_fn, apply_fn)."
+    )
