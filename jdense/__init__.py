@@ -6,15 +6,25 @@ checkpoints and data helpers.
 """
 
 from jdense import activations, initializers, losses, metrics
+from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
 from jdense.network import Sequential, mlp, summary
 from jdense.optim import optimizer
+from jdense.train import FitResult, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchNorm",
+    "BestCheckpoint",
+    "Callback",
+    "EarlyStopping",
+    "FitResult",
+    "ProgressBar",
+    "evaluate",
+    "fit",
+    "predict",
     "Dense",
     "Dropout",
     "Flatten",

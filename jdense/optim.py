@@ -86,7 +86,8 @@ def optimizer(
         raise TypeError(f"net must be a jdense.Sequential (from Sequential([...]) or mlp([...])), got {type(net).__name__}.")
     named = isinstance(base, str)
     if named and base not in _SCALERS:
-        raise ValueError(f"unknown optimizer {base!r}; expected one of {', '.join(map(repr, OPTIMIZERS))} or an optax transformation.")
+        valid = ", ".join(map(repr, OPTIMIZERS))
+        raise ValueError(f"unknown optimizer {base!r}; expected one of {valid} or an optax transformation.")
     if not named and not isinstance(base, optax.GradientTransformation):
         raise TypeError(f"base must be a name or an optax.GradientTransformation, got {base!r}.")
     if not named and (decoupled or base_kwargs):
