@@ -71,7 +71,13 @@ class Sequential:
 
     # -- construction -------------------------------------------------------
     def init(self, key: jax.Array) -> Params:
-        """Trainable params of every layer, ``{name: layer_params}``; one key per layer."""
+        """Trainable params of every layer, ``{name: layer_params}``; one key per layer.
+
+        Compiled as one XLA program (eagerly, each initializer's ops would compile one by one).
+        """
+        return _jit_init(self, key)
+
+    def _init(self, key: jax.Array) -> Params:
         keys = jax.random.split(key, len(self.layers))
         params = {}
         for name, layer, k in zip(self.names, self.layers, keys):
@@ -218,6 +224,9 @@ class Sequential:
             return cls([_LAYER_TYPES[c["type"]](**{k: v for k, v in c.items() if k != "type"}) for c in specs])
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a jdense network config: {config!r} ({err}).") from err
+
+
+_jit_init = jax.jit(Sequential._init, static_argnums=0)
 
 
 def mlp(
