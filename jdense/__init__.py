@@ -5,8 +5,9 @@ specs, networks, losses, an optax optimizer with per-layer L2, compiled training
 checkpoints and data helpers.
 """
 
-from jdense import activations, initializers, losses, metrics
+from jdense import activations, data, initializers, losses, metrics
 from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
+from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
 from jdense.network import Sequential, mlp, summary
@@ -19,12 +20,14 @@ __all__ = [
     "BatchNorm",
     "BestCheckpoint",
     "Callback",
+    "Checkpoint",
     "EarlyStopping",
     "FitResult",
     "ProgressBar",
     "evaluate",
     "fit",
     "predict",
+    "save",
     "Dense",
     "Dropout",
     "Flatten",
@@ -32,9 +35,12 @@ __all__ = [
     "Layer",
     "Sequential",
     "activations",
+    "checkpoint_callback",
+    "data",
     "apply",
     "init",
     "initializers",
+    "load",
     "losses",
     "metrics",
     "mlp",

@@ -1,0 +1,648 @@
+"""Checkpoints: params, optimizer state and BatchNorm state in one safetensors file.
+
+A checkpoint is a `safetensors <https://github.com/huggingface/safetensors>`_ file:
+raw tensors plus a JSON header. Loading one never runs code (no pickle), so a
+checkpoint from anywhere is safe to open.
+
+What a file holds:
+
+* every array of ``params``, ``opt_state`` and ``state`` under its key path,
+  e.g. ``params/dense_0/w``, ``opt_state/0/mu/dense_0/w``, ``state/batch_norm_0/mean``
+  (dict keys, sequence indices and NamedTuple field names, joined by ``/``);
+* a JSON header (safetensors metadata key ``"jdense"``) with the format version
+  (``"jdense-checkpoint/1"``), your ``metadata`` dict, ``net.to_config()`` when a
+  network was given (so :func:`load` rebuilds it without your script), the list of
+  the optimizer state's leaves and its tree structure, and a CRC-32 of every tensor
+  (a corrupted file is refused instead of giving a wrong model).
+
+Saving is atomic: the file is written to a temporary file in the same directory,
+flushed to disk and renamed over ``path``; a save that fails or is killed leaves the
+previous checkpoint untouched (a killed process may leave a ``.<name>.*.tmp`` file
+behind, which is safe to delete).
+
+Example:
+  >>> net = jdense.mlp([4, 8, 3], batch_norm=True)
+  >>> params, state = net.init(jax.random.key(0)), net.init_state()
+  >>> tx = jdense.optimizer(net, "adam", 1e-3)
+  >>> opt_state = tx.init(params)
+  >>> save("model.safetensors", params, opt_state, {"epoch": 3}, net=net, state=state)
+  PosixPath('model.safetensors')
+  >>> ckpt = load("model.safetensors")  # params, state, metadata and net; no opt_state
+  >>> ckpt.net == net, ckpt.metadata
+  (True, {'epoch': 3})
+  >>> ckpt = load("model.safetensors", like=dict(params=params, opt_state=opt_state, state=state))
+  >>> # ckpt.opt_state has exactly opt_state's structure; resume training with it.
+
+Loading jdense weights into PyTorch: jdense stores a Dense layer's ``w`` as
+``(in, out)`` (``y = x @ w + b``), PyTorch's ``nn.Linear.weight`` is ``(out, in)``, so
+transpose (and copy: ``np.asarray`` of a JAX array is read-only, which PyTorch warns
+about)::
+
+    import numpy as np, torch
+    params = load("model.safetensors").params
+    linear = torch.nn.Linear(4, 8)
+    linear.weight.data = torch.from_numpy(np.asarray(params["dense_0"]["w"]).T.copy())
+    linear.bias.data = torch.from_numpy(np.array(params["dense_0"]["b"]))  # np.array copies
+
+A BatchNorm maps onto ``nn.BatchNorm1d`` the same way without transposing: ``scale`` to
+``weight``, ``bias`` to ``bias``, and ``state["batch_norm_0"]["mean"]``/``["var"]`` to
+``running_mean``/``running_var``; give it the same ``eps``, and for further training
+PyTorch's ``momentum=1 - m`` for jdense's ``momentum=m``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import stat
+import tempfile
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from jdense.network import Sequential
+
+__all__ = ["FORMAT", "Checkpoint", "checkpoint_callback", "load", "read_info", "save"]
+
+FORMAT = "jdense-checkpoint/1"
+"""The format version written in every checkpoint's header."""
+
+_HEADER_KEY = "jdense"
+_PARTS = ("params", "opt_state", "state")
+# dtypes safetensors stores and reads back with numpy
+_DTYPES = frozenset(
+    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 bfloat16 float32 float64 complex64".split()
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """What :func:`load` returns.
+
+    Attributes:
+      params: the trainable params, nested dicts of arrays (``params["dense_0"]["w"]``).
+      opt_state: the optimizer state in the structure of ``like["opt_state"]``; ``None``
+        when no ``like`` for it was given or the file has none.
+      state: the non-trainable state (BatchNorm running statistics), nested dicts;
+        ``None`` when the checkpoint was saved without one.
+      metadata: the ``metadata`` dict given to :func:`save` (``{}`` if none).
+      net: the network rebuilt from its stored config, or ``None`` when the checkpoint
+        was saved without ``net`` or the network had no config (a custom activation or
+        layer; :func:`read_info` tells why).
+    """
+
+    params: dict
+    opt_state: Any = None
+    state: dict | None = None
+    metadata: dict = dataclasses.field(default_factory=dict)
+    net: Sequential | None = None
+
+    def __repr__(self) -> str:
+        def describe(tree):
+            if tree is None:
+                return "None"
+            leaves = jax.tree.leaves(tree)
+            return f"<{len(leaves)} arrays, {sum(int(np.size(x)) for x in leaves):,} values>"
+
+        net = "None" if self.net is None else f"<Sequential {', '.join(self.net.names)}>"
+        return (
+            f"Checkpoint(params={describe(self.params)}, opt_state={describe(self.opt_state)}, "
+            f"state={describe(self.state)}, metadata={self.metadata!r}, net={net})"
+        )
+
+
+# -- names ---------------------------------------------------------------------
+def _entry_name(entry: Any) -> str:
+    """A stable string for one key path entry: dict key, sequence index or attribute name."""
+    if isinstance(entry, jax.tree_util.DictKey):
+        return str(entry.key)
+    if isinstance(entry, jax.tree_util.SequenceKey):
+        return str(entry.idx)
+    if isinstance(entry, jax.tree_util.GetAttrKey):
+        return entry.name
+    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
+        return str(entry.key)
+    return str(entry)
+
+
+def _flatten(part: str, tree: Any, *, dicts_only: bool) -> tuple[list[str], list[Any], Any]:
+    """``(names, leaves, treedef)`` of ``tree``, each name ``part/a/b``."""
+    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    names, leaves = [], []
+    for path, leaf in path_leaves:
+        parts = [part]
+        for entry in path:
+            if dicts_only and not (isinstance(entry, jax.tree_util.DictKey) and isinstance(entry.key, str)):
+                where = "/".join(parts)
+                raise TypeError(
+                    f"{part} must be nested dicts with string keys (like net.init's), but {where} holds a "
+                    f"{type(entry).__name__} entry {entry}; use dicts."
+                )
+            name = _entry_name(entry)
+            if not name or "/" in name:
+                raise ValueError(f"{'/'.join(parts)} has a key {name!r}; keys in a checkpoint must be non-empty and hold no '/'.")
+            parts.append(name)
+        names.append("/".join(parts))
+        leaves.append(leaf)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"two entries of {part} have the same name {name!r} (e.g. keys 1 and '1'); rename one.")
+        seen.add(name)
+    return names, leaves, treedef
+
+
+def _to_numpy(name: str, leaf: Any, *, scalars: bool) -> np.ndarray:
+    """``leaf`` as a C-contiguous NumPy array that safetensors can store, or a clear error."""
+    if isinstance(leaf, jax.Array):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            raise TypeError(f"{name} is a PRNG key array; store jax.random.key_data(key) instead.")
+        arr = np.asarray(leaf)
+    elif isinstance(leaf, np.ndarray | np.generic):
+        arr = np.asarray(leaf)
+    elif scalars and isinstance(leaf, bool | int | float):
+        arr = np.asarray(leaf)
+    else:
+        raise TypeError(
+            f"{name} is a {type(leaf).__name__}, not an array; params, opt_state and state must be pytrees of "
+            "JAX or NumPy arrays."
+        )
+    if arr.dtype.name not in _DTYPES:
+        supported = ", ".join(sorted(_DTYPES))
+        raise TypeError(f"{name} has dtype {arr.dtype}, which a checkpoint cannot store; supported: {supported}.")
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def _crc(arr: np.ndarray) -> int:
+    return zlib.crc32(arr.reshape(-1).view(np.uint8))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray | np.generic | jax.Array):
+        value = np.asarray(obj).tolist()
+        if isinstance(value, bool | int | float | list):
+            return value
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def _check_target(path: str | os.PathLike) -> pathlib.Path:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}.")
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a file name such as {path / 'model.safetensors'}.")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot save to {path}: the directory {path.parent} does not exist; create it first.")
+    return path
+
+
+def _file_mode(path: pathlib.Path) -> int:
+    """The mode the checkpoint gets: the old file's, else 0o666 minus the umask."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    umask = 0o022
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- save ----------------------------------------------------------------------
+def save(
+    path: str | os.PathLike,
+    params: Mapping[str, Any],
+    opt_state: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    net: Sequential | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> pathlib.Path:
+    """Write a checkpoint atomically: the old file at ``path`` stays until the new one is complete.
+
+    Args:
+      path: the file to write (conventionally ``*.safetensors``); its directory must exist.
+      params: the trainable params, nested dicts of JAX/NumPy arrays (``net.init``'s output).
+      opt_state: optionally the optimizer state (any pytree of arrays, e.g. ``tx.init(params)``).
+      metadata: optionally a JSON-serialisable dict with string keys (epoch, metrics, ...);
+        NumPy/JAX numbers and arrays in it are stored as Python numbers and lists.
+      net: optionally the network, whose ``to_config()`` is stored so that :func:`load`
+        rebuilds it. A network without config (custom activation or layer) is fine:
+        no config is stored and the reason is recorded (see :func:`read_info`).
+      state: optionally the network's non-trainable state (``net.init_state()`` or fit's
+        ``result.state``), nested dicts like ``params``.
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+      ValueError: ``path`` is a directory or its directory does not exist; ``params``
+        do not fit ``net``; a key is empty or holds ``/``.
+      TypeError: a leaf is not an array (or has a dtype safetensors cannot store),
+        ``params``/``state`` are not nested dicts, or a metadata value is not
+        JSON-serialisable (the error names the key).
+
+    Example:
+      >>> save("ckpt/model.safetensors", params, opt_state, {"epoch": 10}, net=net, state=state)
+      PosixPath('ckpt/model.safetensors')
+    """
+    path = _check_target(path)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict of layer params (from net.init), got {type(params).__name__}.")
+    if state is not None and not isinstance(state, Mapping):
+        raise TypeError(f"state must be a dict (from net.init_state()), got {type(state).__name__}.")
+    if net is not None and not isinstance(net, Sequential):
+        raise TypeError(f"net must be a jdense.Sequential, got {type(net).__name__}.")
+
+    # user metadata: every key a str, every value JSON
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+    user: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise TypeError(f"metadata keys must be strings; got {key!r} of type {type(key).__name__}.")
+        try:
+            user[key] = json.loads(json.dumps(value, default=_json_default))
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"metadata[{key!r}] is not JSON-serialisable ({err}); store numbers, strings, lists or dicts."
+            ) from None
+
+    tensors: dict[str, np.ndarray] = {}
+    header: dict[str, Any] = {"format": FORMAT, "metadata": user}
+    names, leaves, _ = _flatten("params", params, dicts_only=True)
+    tensors.update({n: _to_numpy(n, x, scalars=False) for n, x in zip(names, leaves)})
+    if opt_state is not None:
+        names, leaves, treedef = _flatten("opt_state", opt_state, dicts_only=False)
+        tensors.update({n: _to_numpy(n, x, scalars=True) for n, x in zip(names, leaves)})
+        header["opt_state"] = {"leaves": names, "treedef": str(treedef)}
+    else:
+        header["opt_state"] = None
+    if state is not None:
+        names, leaves, _ = _flatten("state", state, dicts_only=True)
+        tensors.update({n: _to_numpy(n, x, scalars=False) for n, x in zip(names, leaves)})
+    header["has_state"] = state is not None
+
+    if net is not None:
+        try:
+            header["net_config"] = net.to_config()
+        except TypeError as err:
+            header["net_config"] = None
+            header["net_config_error"] = str(err)
+        else:
+            _check_params_fit(net, params)
+    else:
+        header["net_config"] = None
+    header["crc32"] = {name: _crc(arr) for name, arr in tensors.items()}
+    with contextlib.suppress(Exception):
+        import jdense
+
+        header["jdense_version"] = jdense.__version__
+    blob = json.dumps(header, default=_json_default)
+
+    mode = _file_mode(path)
+    tmp: str | None = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+            tmp = f.name
+        safetensors.numpy.save_file(tensors, tmp, metadata={_HEADER_KEY: blob})
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, mode)
+        with open(tmp, "r+b") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _check_params_fit(net: Sequential, params: Mapping[str, Any]) -> None:
+    """Refuse to store a config that does not describe ``params`` (names and shapes)."""
+    try:
+        expected = jax.eval_shape(net.init, jax.random.key(0))
+    except Exception:  # a layer whose init cannot be traced abstractly: nothing to compare
+        return
+    exp_names, exp_leaves, _ = _flatten("params", expected, dicts_only=False)
+    got_names, got_leaves, _ = _flatten("params", params, dicts_only=True)
+    exp = dict(zip(exp_names, (tuple(x.shape) for x in exp_leaves)))
+    got = dict(zip(got_names, (tuple(np.shape(x)) for x in got_leaves)))
+    if exp.keys() != got.keys():
+        raise ValueError(
+            f"params do not fit net ({_diff(exp, got, 'net makes but params lack', 'params have but net does not make')}); "
+            "pass the network these params belong to."
+        )
+    for name, shape in exp.items():
+        if got[name] != shape:
+            raise ValueError(f"params do not fit net: {name} has shape {got[name]} but net makes {shape}.")
+
+
+def _diff(expected: Mapping[str, Any], found: Mapping[str, Any], missing_label: str, extra_label: str) -> str:
+    """``"<missing_label>: a, b; <extra_label>: c"`` for the names in only one of the two."""
+
+    def listing(names):
+        names = sorted(names)
+        return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+    out = []
+    if missing := expected.keys() - found.keys():
+        out.append(f"{missing_label}: {listing(missing)}")
+    if extra := found.keys() - expected.keys():
+        out.append(f"{extra_label}: {listing(extra)}")
+    return "; ".join(out)
+
+
+def checkpoint_callback(
+    path: str | os.PathLike, *, net: Sequential | None = None, metadata: Mapping[str, Any] | None = None
+) -> Callable[..., pathlib.Path]:
+    """A function that saves to ``path`` each time it is called, e.g. as fit's best-model hook.
+
+    Args:
+      path: the checkpoint file, overwritten (atomically) by every call.
+      net: stored with every save so that :func:`load` rebuilds the network.
+      metadata: extra entries stored with every save.
+
+    Returns:
+      ``save_best(params, *, opt_state=None, state=None, epoch=None, metrics=None) -> Path``;
+      ``epoch`` and ``metrics`` (a dict; JAX/NumPy numbers are fine) go into the metadata.
+
+    Example:
+      >>> save_best = checkpoint_callback("best.safetensors", net=net)
+      >>> save_best(params, opt_state=opt_state, state=state, epoch=5, metrics={"val_loss": 0.31})
+      PosixPath('best.safetensors')
+      >>> load("best.safetensors").metadata
+      {'epoch': 5, 'metrics': {'val_loss': 0.31}}
+    """
+    target = _check_target(path)
+    extra = dict(metadata or {})
+
+    def save_best(
+        params: Mapping[str, Any],
+        *,
+        opt_state: Any = None,
+        state: Mapping[str, Any] | None = None,
+        epoch: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> pathlib.Path:
+        info = dict(extra)
+        if epoch is not None:
+            info["epoch"] = epoch
+        if metrics is not None:
+            info["metrics"] = metrics
+        return save(target, params, opt_state, info, net=net, state=state)
+
+    return save_best
+
+
+# -- load ----------------------------------------------------------------------
+def _invalid(path: pathlib.Path, reason: str) -> ValueError:
+    return ValueError(f"not a valid jdense checkpoint: {path} ({reason})")
+
+
+def _existing(path: str | os.PathLike) -> pathlib.Path:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}.")
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist.")
+    if path.is_dir():
+        raise _invalid(path, "it is a directory")
+    return path
+
+
+def _parse_header(path: pathlib.Path, raw: Mapping[str, str] | None) -> dict:
+    if not raw or _HEADER_KEY not in raw:
+        raise _invalid(path, "a safetensors file without jdense metadata")
+    try:
+        header = json.loads(raw[_HEADER_KEY])
+    except ValueError as err:
+        raise _invalid(path, f"its jdense metadata is not JSON: {err}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("format"), str):
+        raise _invalid(path, "its jdense metadata has no format version")
+    if header["format"] != FORMAT:
+        raise _invalid(path, f"format {header['format']!r}; this jdense reads {FORMAT!r}")
+    for key, kind in (("metadata", dict), ("crc32", dict), ("has_state", bool)):
+        if not isinstance(header.get(key), kind):
+            raise _invalid(path, f"its jdense metadata lacks {key!r}")
+    return header
+
+
+def read_info(path: str | os.PathLike) -> dict:
+    """The checkpoint's JSON header, without reading its tensors.
+
+    Returns:
+      A dict with ``format``, ``metadata`` (yours), ``net_config`` (or ``None``, with
+      ``net_config_error`` saying why when a net without config was given),
+      ``opt_state`` (``{"leaves": [...], "treedef": "..."}`` or ``None``), ``has_state``,
+      ``crc32`` and ``jdense_version``.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: the file is not a jdense checkpoint.
+
+    Example:
+      >>> read_info("model.safetensors")["opt_state"]["leaves"][:2]
+      ['opt_state/0/count', 'opt_state/0/mu/batch_norm_0/bias']
+    """
+    path = _existing(path)
+    try:
+        with safetensors.safe_open(path, framework="np") as f:
+            raw = f.metadata()
+    except safetensors.SafetensorError as err:
+        raise _invalid(path, str(err)) from None
+    return _parse_header(path, raw)
+
+
+def _nest(path: pathlib.Path, flat: Mapping[str, np.ndarray]) -> dict:
+    """``{"a/b": x}`` -> ``{"a": {"b": x}}``."""
+    out: dict = {}
+    for name in sorted(flat):
+        *parents, last = name.split("/")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise _invalid(path, f"{name} is stored both as a tensor and as a group")
+        if last in node:
+            raise _invalid(path, f"{name} is stored both as a tensor and as a group")
+        node[last] = _as_jax(flat[name])
+    return out
+
+
+def _as_jax(arr: np.ndarray) -> Any:
+    """A JAX array, unless JAX would change the dtype (64-bit without jax_enable_x64): then NumPy."""
+    if jax.dtypes.canonicalize_dtype(arr.dtype) != arr.dtype:
+        return arr
+    return jnp.asarray(arr)
+
+
+def _like_leaf(arr: np.ndarray, like: Any) -> Any:
+    """``arr`` as the same kind of object as ``like`` (NumPy, Python scalar or JAX, same device)."""
+    if isinstance(like, np.ndarray | np.generic):
+        return arr if isinstance(like, np.ndarray) else arr[()]
+    if isinstance(like, bool | int | float):
+        return arr.item()
+    if getattr(like, "weak_type", False) and arr.ndim == 0 and jnp.asarray(arr.item()).dtype == arr.dtype:
+        out = jnp.asarray(arr.item())  # keeps JAX's weak type: same promotion as before saving
+    else:
+        out = _as_jax(arr)
+    sharding = getattr(like, "sharding", None)
+    if sharding is not None and isinstance(out, jax.Array):
+        out = jax.device_put(out, sharding)
+    return out
+
+
+def _unflatten_like(path: pathlib.Path, part: str, like: Any, found: Mapping[str, np.ndarray]) -> Any:
+    """``found``'s tensors in ``like``'s structure, checking every name, shape and dtype."""
+    names, leaves, treedef = _flatten(part, like, dicts_only=False)
+    what = "network" if part != "opt_state" else "network or optimizer"
+    expected = dict(zip(names, leaves))
+    if expected.keys() != found.keys():
+        raise ValueError(
+            f"checkpoint {path} was made for another {what}: "
+            f"{_diff(expected, found, 'expected but not in the file', 'in the file but not expected')}."
+        )
+    out, wrong = [], []
+    for name, leaf in zip(names, leaves):
+        arr = found[name]
+        shape = tuple(np.shape(leaf))
+        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        if tuple(arr.shape) != shape or arr.dtype != dtype:
+            wrong.append(f"{name} has shape {tuple(arr.shape)} {arr.dtype} in the file, expected {shape} {dtype}")
+        out.append((arr, leaf))
+    if wrong:
+        more = f"; and {len(wrong) - 4} more" if len(wrong) > 4 else ""
+        raise ValueError(f"checkpoint {path} was made for another {what}: {'; '.join(wrong[:4])}{more}.")
+    return jax.tree_util.tree_unflatten(treedef, [_like_leaf(arr, leaf) for arr, leaf in out])
+
+
+def load(path: str | os.PathLike, like: Mapping[str, Any] | Checkpoint | None = None) -> Checkpoint:
+    """Read a checkpoint written by :func:`save`.
+
+    Without ``like``, ``params`` and ``state`` come back as nested dicts of JAX arrays
+    (``params["dense_0"]["w"]``), ``net`` is rebuilt from the stored config, and
+    ``opt_state`` is ``None``: an optax state is a tree of NamedTuples that only your
+    optimizer can describe. Pass ``like`` to get it.
+
+    Args:
+      path: the checkpoint file.
+      like: optionally a dict with any of the keys ``"params"``, ``"opt_state"`` and
+        ``"state"`` (or a :class:`Checkpoint`), each a pytree of the structure wanted,
+        e.g. ``dict(params=params, opt_state=tx.init(params))``; arrays or
+        ``jax.ShapeDtypeStruct`` leaves. Those parts are rebuilt in exactly that
+        structure (NumPy leaves stay NumPy, JAX leaves get the same sharding), and
+        every name, shape and dtype must match the file. Parts left out (or ``None``)
+        are loaded as without ``like``.
+
+    Returns:
+      A :class:`Checkpoint` ``(params, opt_state, state, metadata, net)``.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: the file is not a valid jdense checkpoint (truncated, corrupted, not
+        safetensors, or without jdense metadata), or it does not fit ``like``: the
+        error names the tensor and the expected and found shapes.
+
+    Example:
+      >>> ckpt = load("model.safetensors")
+      >>> y = ckpt.net.apply(ckpt.params, x, state=ckpt.state)
+      >>> tx = jdense.optimizer(ckpt.net, "adam", 1e-3)
+      >>> opt_state = load("model.safetensors", like={"opt_state": tx.init(ckpt.params)}).opt_state
+    """
+    like = _normalize_like(like)
+    path = _existing(path)
+    try:
+        with safetensors.safe_open(path, framework="np") as f:
+            header = _parse_header(path, f.metadata())
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except safetensors.SafetensorError as err:
+        raise _invalid(path, str(err)) from None
+
+    crcs = header["crc32"]
+    if crcs.keys() != tensors.keys():
+        raise _invalid(path, "its tensors do not match its jdense metadata")
+    for name, arr in tensors.items():
+        if _crc(arr) != crcs[name]:
+            raise _invalid(path, f"{name} fails its checksum: the file is corrupted")
+    by_part: dict[str, dict[str, np.ndarray]] = {p: {} for p in _PARTS}
+    for name, arr in tensors.items():
+        part = name.split("/", 1)[0]
+        if part not in by_part or "/" not in name:
+            raise _invalid(path, f"unexpected tensor {name!r}")
+        by_part[part][name] = arr
+    opt_info = header.get("opt_state")
+    if opt_info is None and by_part["opt_state"]:
+        raise _invalid(path, "it holds opt_state tensors that its jdense metadata does not list")
+    if opt_info is not None and sorted(opt_info.get("leaves", ())) != sorted(by_part["opt_state"]):
+        raise _invalid(path, "its opt_state tensors do not match the leaves its jdense metadata lists")
+    if not header["has_state"] and by_part["state"]:
+        raise _invalid(path, "it holds state tensors that its jdense metadata does not mention")
+
+    def strip(part: str) -> dict[str, np.ndarray]:
+        return {name[len(part) + 1 :]: arr for name, arr in by_part[part].items()}
+
+    if like.get("params") is not None:
+        params = _unflatten_like(path, "params", like["params"], by_part["params"])
+    else:
+        params = _nest(path, strip("params"))
+    opt_state = None
+    if like.get("opt_state") is not None:
+        if opt_info is None:
+            raise ValueError(f"checkpoint {path} holds no opt_state (it was saved without one), but like has one.")
+        opt_state = _unflatten_like(path, "opt_state", like["opt_state"], by_part["opt_state"])
+    state = None
+    if like.get("state") is not None:
+        if not header["has_state"]:
+            raise ValueError(f"checkpoint {path} holds no state (it was saved without state=), but like has one.")
+        state = _unflatten_like(path, "state", like["state"], by_part["state"])
+    elif header["has_state"]:
+        state = _nest(path, strip("state"))
+
+    net = None
+    if header.get("net_config") is not None:
+        try:
+            net = Sequential.from_config(header["net_config"])
+        except (ValueError, TypeError) as err:
+            raise _invalid(path, f"its network config does not build: {err}") from None
+    return Checkpoint(params=params, opt_state=opt_state, state=state, metadata=header["metadata"], net=net)
+
+
+def _normalize_like(like: Any) -> dict[str, Any]:
+    if like is None:
+        return {}
+    if isinstance(like, Checkpoint):
+        return {"params": like.params, "opt_state": like.opt_state, "state": like.state}
+    if not isinstance(like, Mapping):
+        raise TypeError(
+            f"like must be a dict such as dict(params=params, opt_state=opt_state, state=state) or a Checkpoint, "
+            f"got {type(like).__name__}."
+        )
+    unknown = set(like) - set(_PARTS)
+    if unknown:
+        raise ValueError(f"like has unknown keys {sorted(map(str, unknown))}; use params, opt_state and state.")
+    return dict(like)
