@@ -88,6 +88,7 @@ class EarlyStopping(Callback):
         self.patience = patience
         self.restore_best = restore_best
         self.stopped_epoch: int | None = None
+        self.wait = 0
         self.best_params = self.best_state = None
 
     @property
@@ -96,15 +97,18 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self):
         self.tracker.reset()
+        self.wait = 0
         self.stopped_epoch = None
         self.best_params = self.best_state = None
 
     def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
         if self.tracker.improved(epoch, logs):
+            self.wait = 0
             if self.restore_best:  # the live buffers are donated to the next epoch: keep a copy
                 self.best_params, self.best_state = jax.tree.map(jnp.copy, (params, state))
             return False
-        if epoch - self.tracker.best_epoch >= self.patience:
+        self.wait += 1
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             return True
         return False

@@ -11,11 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from jax.nn import initializers as jinit
 
 from jdense.activations import Activation, get_activation, is_relu_family
 
 Initializer = Callable[..., jax.Array]
+
+
+def _orthogonal(key: jax.Array, shape: tuple, dtype=jnp.float32) -> jax.Array:
+    """``jax.nn.initializers.orthogonal`` drawn in at least float32, then cast to ``dtype``.
+
+    Its QR decomposition has no bfloat16/float16 kernel (on CPU it raises), so
+    low-precision params are drawn in float32 and rounded.
+    """
+    return jinit.orthogonal()(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
+
 
 INITIALIZERS: dict[str, Initializer] = {
     "glorot_uniform": jinit.glorot_uniform(),
@@ -24,7 +35,7 @@ INITIALIZERS: dict[str, Initializer] = {
     "he_normal": jinit.he_normal(),
     "lecun_uniform": jinit.lecun_uniform(),
     "lecun_normal": jinit.lecun_normal(),
-    "orthogonal": jinit.orthogonal(),
+    "orthogonal": _orthogonal,
     "zeros": jinit.zeros,
     "ones": jinit.ones,
 }

@@ -29,6 +29,7 @@ import optax
 
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
+from jdense import parallel
 from jdense.callbacks import Callback, ProgressBar
 from jdense.network import Sequential
 
@@ -44,7 +45,8 @@ class FitResult:
       opt_state: the optimizer state (pass it back to ``fit`` to resume).
       state: the network's non-trainable state (BatchNorm running averages; ``{}`` if none).
       history: per-epoch lists, e.g. ``{"loss": [...], "accuracy": [...], "val_loss": [...]}``.
-      epochs: how many epochs ran (fewer than asked when a callback stopped training).
+      epochs: the number of the last epoch that ran (counted from 1, so it includes
+        ``initial_epoch``; fewer than asked when a callback stopped training).
     """
 
     params: Params
@@ -165,7 +167,8 @@ def _batch_sums(outputs, y, weights, loss_values, metric_fns):
     return sums
 
 
-def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weight, use_key):
+def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weight, use_key, mesh=None,
+                skip_nonfinite=False):
     """The jitted epoch: (params, opt_state, state, x, y, idx, mask, key) -> (params, opt_state, state, sums)."""
 
     def step(carry, batch):
@@ -173,6 +176,7 @@ def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weigh
         idx, mask, key = batch
         xb = x_all.at[idx].get(mode="promise_in_bounds")  # noqa: F821 - bound below
         yb = y_all.at[idx].get(mode="promise_in_bounds")  # noqa: F821
+        xb, yb, mask = parallel.shard_batch((xb, yb, mask), mesh)  # rows split over the mesh; no-op without
 
         def loss_fn(p):
             out, new_state = net.apply_with_state(
@@ -187,9 +191,15 @@ def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weigh
             return losses_lib.weighted_mean(values, w), (out, new_state, values, w)
 
         grads, (out, new_state, values, w) = jax.grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         batch_sums = _batch_sums(out, yb, w, values, metric_fns)
+        if skip_nonfinite:  # keep params, optimizer and BatchNorm state of a step whose update is not finite
+            ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves((updates, new_params))]))
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+            new_params, new_opt_state, new_state = keep((new_params, new_opt_state, new_state), (params, opt_state, state))
+            batch_sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), batch_sums)
+        params, opt_state = new_params, new_opt_state
         sums = jax.tree.map(jnp.add, sums, batch_sums)
         return (params, opt_state, new_state, sums), None
 
@@ -205,13 +215,14 @@ def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weigh
     return jax.jit(epoch, donate_argnums=(0, 1, 2))
 
 
-def _make_eval(net, per_sample_loss, metric_fns, compute_dtype, class_weight):
+def _make_eval(net, per_sample_loss, metric_fns, compute_dtype, class_weight, mesh=None):
     """Jitted (params, state, x, y, idx, mask) -> sums over batches, in inference mode."""
 
     def eval_fn(params, state, x, y, idx, mask):
         def body(sums, batch):
             i, m = batch
             xb, yb = x.at[i].get(mode="promise_in_bounds"), y.at[i].get(mode="promise_in_bounds")
+            xb, yb, m = parallel.shard_batch((xb, yb, m), mesh)
             out = net.apply_with_state(_cast(params, compute_dtype), state, _cast(xb, compute_dtype))[0]
             out = out.astype(jnp.float32)
             w = m if class_weight is None else m * class_weight[losses_lib.labels_of(out, yb)]
@@ -251,6 +262,7 @@ def fit(
     initial_epoch: int = 0,
     skip_nonfinite: bool = False,
     compute_dtype: Any = None,
+    mesh: Any = None,
 ) -> FitResult:
     """Train ``net`` from ``params`` on ``(x, y)``: one compiled ``lax.scan`` per epoch.
 
@@ -279,10 +291,16 @@ def fit(
       state: to resume: the network state (default ``net.init_state()``).
       initial_epoch: to resume: the epoch to start from (the shuffle of epoch ``e`` depends
         only on ``key`` and ``e``, so a resumed run repeats an uninterrupted one exactly).
-      skip_nonfinite: skip updates whose gradients are not finite (``optax.apply_if_finite``)
+      skip_nonfinite: skip every step whose update is not finite (params, optimizer and
+        BatchNorm state stay as they were, and the batch is left out of the logged sums)
         instead of stopping with an error when the loss is not finite.
       compute_dtype: mixed precision, e.g. ``jnp.bfloat16``: the forward and backward pass
         run in it while params, optimizer state and the loss stay float32.
+      mesh: data-parallel training on several devices or processes: a mesh from
+        ``jdense.parallel.data_mesh()`` (all devices). Each batch is split by rows over its
+        ``"data"`` axis (``batch_size`` must be a multiple of its size); params and
+        optimizer state are replicated (see :mod:`jdense.parallel`). ``None`` (default):
+        one device. Every process of a multi-process run calls ``fit`` with the same data.
 
     Returns:
       A :class:`FitResult` with ``params``, ``opt_state``, ``state``, ``history``, ``epochs``.
@@ -313,6 +331,7 @@ def fit(
     x, y = _as_data(x, y, "fit")
     n = x.shape[0]
     batch = _batch_size(batch_size, n)
+    parallel.check_batch(mesh, batch, "fit")
     state = net.init_state() if state is None else state
     out_shape = _output_shape(net, params, state, x)
     _check_labels(loss, y, out_shape, "fit")
@@ -322,8 +341,6 @@ def fit(
             raise TypeError("validation_data must be a pair (x_val, y_val).")
         xv, yv = _as_data(*validation_data, "fit(validation_data)")
         _check_labels(loss, yv, out_shape, "fit(validation_data)")
-    if skip_nonfinite:
-        optimizer = optax.apply_if_finite(optimizer, max_consecutive_errors=10)
     callbacks = list(callbacks)
     for cb in callbacks:
         if not any(hasattr(cb, m) for m in ("on_train_begin", "on_epoch_end", "on_train_end")):
@@ -336,12 +353,14 @@ def fit(
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
     state = jax.tree.map(jnp.array, state)
     cw_dev = None if cw is None else jnp.asarray(cw)
-    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
-    run_epoch = _make_epoch(net, per_sample, optimizer, metric_fns, compute_dtype, cw_dev, net.needs_key)
+    params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
+    x_dev, y_dev = parallel.device_data((x, y), mesh, "fit")
+    run_epoch = _make_epoch(net, per_sample, optimizer, metric_fns, compute_dtype, cw_dev, net.needs_key, mesh,
+                            skip_nonfinite)
     if validation_data is not None:
-        evaluate_val = _make_eval(net, per_sample, metric_fns, compute_dtype, cw_dev)
-        xv_dev, yv_dev = jnp.asarray(xv), jnp.asarray(yv)
-        v_idx, v_mask = _padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0]))
+        evaluate_val = _make_eval(net, per_sample, metric_fns, compute_dtype, cw_dev, mesh)
+        xv_dev, yv_dev = parallel.device_data((xv, yv), mesh, "fit(validation_data)")
+        v_idx, v_mask = parallel.place(_padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0])), mesh)
 
     history: dict[str, list[float]] = {}
     for cb in callbacks:
@@ -349,10 +368,8 @@ def fit(
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
-        idx, mask = _padded_indices(order, batch)
-        params, opt_state, state, sums = run_epoch(
-            params, opt_state, state, x_dev, y_dev, idx, mask, jax.random.fold_in(key, epoch)
-        )
+        idx, mask, epoch_key = parallel.place((*_padded_indices(order, batch), jax.random.fold_in(key, epoch)), mesh)
+        params, opt_state, state, sums = run_epoch(params, opt_state, state, x_dev, y_dev, idx, mask, epoch_key)
         logs = _logs(sums)
         if validation_data is not None:
             logs.update(_logs(evaluate_val(params, state, xv_dev, yv_dev, v_idx, v_mask), "val_"))
@@ -394,8 +411,12 @@ def evaluate(
     batch_size: int | None = None,
     state: Any = None,
     class_weight: Any = None,
+    mesh: Any = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``net`` on ``(x, y)`` in inference mode, batched and jitted.
+
+    With ``mesh=`` (as in :func:`fit`) each batch is split over the mesh's devices when its
+    size is a multiple of theirs.
 
     Returns:
       ``{"loss": ..., "accuracy": ...}`` (the metrics default as in :func:`fit`).
@@ -411,23 +432,28 @@ def evaluate(
     out_shape = _output_shape(net, params, state, x)
     _check_labels(loss, y, out_shape, "evaluate")
     cw = _class_weights(class_weight, out_shape)
-    fn = _make_eval(net, per_sample, metric_fns, None, None if cw is None else jnp.asarray(cw))
+    fn = _make_eval(net, per_sample, metric_fns, None, parallel.place(None if cw is None else jnp.asarray(cw), mesh), mesh)
     idx, mask = _eval_batches(x.shape[0], batch_size)
-    return _logs(fn(params, state, jnp.asarray(x), jnp.asarray(y), idx, mask))
+    params, state, idx, mask = parallel.place((params, state, idx, mask), mesh)
+    return _logs(fn(params, state, *parallel.device_data((x, y), mesh, "evaluate"), idx, mask))
 
 
-@partial(jax.jit, static_argnums=0)
-def _predict_batches(net, params, state, x, idx):
+@partial(jax.jit, static_argnums=(0, 5))
+def _predict_batches(net, params, state, x, idx, mesh=None):
     def body(_, i):
-        return None, net.apply_with_state(params, state, x.at[i].get(mode="promise_in_bounds"))[0]
+        return None, net.apply_with_state(params, state, parallel.shard_batch(x.at[i].get(mode="promise_in_bounds"), mesh))[0]
 
-    return jax.lax.scan(body, None, idx)[1]
+    return parallel.replicate_output(jax.lax.scan(body, None, idx)[1], mesh)
 
 
 def predict(
-    net: Sequential, params: Params, x: jax.typing.ArrayLike, *, batch_size: int | None = None, state: Any = None
+    net: Sequential, params: Params, x: jax.typing.ArrayLike, *, batch_size: int | None = None, state: Any = None,
+    mesh: Any = None,
 ) -> jax.Array:
     """The network's outputs for ``x`` in inference mode, batched and jitted.
+
+    With ``mesh=`` (as in :func:`fit`) each batch is split over the mesh's devices when its
+    size is a multiple of theirs; the outputs come back replicated.
 
     Example:
       >>> logits = jdense.predict(net, result.params, x_test, batch_size=1024)
@@ -436,5 +462,6 @@ def predict(
     x, _ = _as_data(x, None, "predict")
     state = net.init_state() if state is None else state
     idx, _ = _eval_batches(x.shape[0], batch_size)
-    out = _predict_batches(net, params, state, jnp.asarray(x), idx)
+    params, state, idx = parallel.place((params, state, idx), mesh)
+    out = _predict_batches(net, params, state, *parallel.device_data((x,), mesh, "predict"), idx, mesh)
     return out.reshape(-1, *out.shape[2:])[: x.shape[0]]

@@ -1,0 +1,275 @@
+"""Meshes and shardings that :func:`jdense.fit` uses to train on many devices and hosts.
+
+Everything here is JAX's own runtime: a :class:`jax.sharding.Mesh` with one axis,
+``"data"``, :class:`jax.sharding.NamedSharding` placements, and
+``jax.lax.with_sharding_constraint`` inside the compiled epoch; XLA's SPMD partitioner
+inserts the gradient all-reduce. Multi-process runs use :func:`jax.distributed.initialize`.
+
+The layout ``fit(..., mesh=data_mesh())`` uses:
+
+- the data set ``x, y`` is *replicated* on every device (each process passes the whole
+  set, the same on every process), so each step's random rows are gathered locally,
+  without communication;
+- each step's batch is *sharded* by rows over the ``"data"`` axis: every device runs the
+  forward and backward pass on ``batch / devices`` rows;
+- params, optimizer state and network state are *replicated* (or, for leaves placed with
+  :func:`shard_params`, sharded FSDP-style); the loss is the mean over the global batch,
+  so the result equals single-device training up to float rounding.
+
+Example:
+  >>> mesh = jdense.parallel.data_mesh()            # every device of every process
+  >>> result = jdense.fit(net, params, x, y, loss="cross_entropy", optimizer=opt,
+  ...                     epochs=5, batch_size=256, key=key, mesh=mesh)
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA = "data"
+"""The name of the mesh axis that batches are sharded over."""
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh ``("data",)`` over ``devices`` (default: every device of every process).
+
+    Args:
+      devices: the devices to train on, e.g. ``jax.devices()[:2]``. In a multi-process run
+        every process must pass the same list (the default does).
+
+    Returns:
+      A :class:`jax.sharding.Mesh` with axis ``"data"`` for ``fit(..., mesh=...)``.
+
+    Example:
+      >>> mesh = data_mesh()
+      >>> mesh.shape
+      {'data': 4}
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) == 0:
+        raise ValueError("data_mesh needs at least one device; pass e.g. devices=jax.devices().")
+    kwargs = {"axis_types": (jax.sharding.AxisType.Auto,)} if hasattr(jax.sharding, "AxisType") else {}
+    return Mesh(np.asarray(devices, dtype=object), (DATA,), **kwargs)
+
+
+def _check_mesh(mesh: Any) -> Mesh:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh such as jdense.parallel.data_mesh(), got {mesh!r}.")
+    if DATA not in mesh.axis_names:
+        raise ValueError(
+            f"mesh must have an axis named {DATA!r} to shard batches over, got axes {mesh.axis_names}; "
+            "build it with jdense.parallel.data_mesh()."
+        )
+    return mesh
+
+
+def data_size(mesh: Mesh) -> int:
+    """How many shards a batch is split into: the size of the mesh's ``"data"`` axis."""
+    return int(_check_mesh(mesh).shape[DATA])
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of ``mesh``."""
+    return NamedSharding(_check_mesh(mesh), P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows (the first axis) split over the ``"data"`` axis, the rest whole."""
+    return NamedSharding(_check_mesh(mesh), P(DATA))
+
+
+def check_batch(mesh: Mesh | None, batch: int, what: str = "fit") -> None:
+    """Raise a ValueError unless ``batch`` splits evenly over the mesh's ``"data"`` axis (no-op without a mesh).
+
+    The padded last batch of an epoch has the same size, so one check covers every step.
+    """
+    if mesh is None:
+        return
+    n = data_size(mesh)
+    if batch % n:
+        lower, upper = (batch // n) * n, (batch // n + 1) * n
+        hint = f"{lower} or {upper}" if lower else f"{upper}"
+        raise ValueError(
+            f"{what}: batch_size={batch} does not split evenly over the {n} devices of the mesh's {DATA!r} axis; "
+            f"pass a multiple of {n}, e.g. batch_size={hint}."
+        )
+
+
+def _on_mesh(leaf: Any, mesh: Mesh) -> bool:
+    sharding = getattr(leaf, "sharding", None)
+    return isinstance(sharding, NamedSharding) and sharding.mesh == mesh
+
+
+def _put(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    if sharding.is_fully_addressable:
+        return jax.device_put(leaf, sharding)
+    # Multi-process: every process holds the same value; each fills its own devices' shards.
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_put(jax.random.key_data(leaf), sharding), impl=jax.random.key_impl(leaf))
+    value = np.asarray(leaf)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def place(tree: Any, mesh: Mesh | None) -> Any:
+    """Put every array of ``tree`` on ``mesh``, replicated; the identity when ``mesh`` is None.
+
+    Leaves already laid out on this mesh (e.g. by :func:`shard_params`) keep their sharding.
+    NumPy, JAX and Python-scalar leaves are accepted; ``None`` leaves stay ``None``.
+    In a multi-process run every process must pass the same values.
+    """
+    if mesh is None:
+        return tree
+    rep = replicated(mesh)
+    return jax.tree.map(lambda a: a if _on_mesh(a, mesh) else _put(a, rep), tree)
+
+
+def device_data(arrays: tuple, mesh: Mesh | None, what: str = "fit") -> tuple:
+    """Data arrays to the device(s), as ``fit`` needs them.
+
+    Without a mesh, ``jnp.asarray`` each (one device). With one, check that every process
+    passed the same data (:func:`check_same_data`), then replicate it on the mesh.
+    """
+    if mesh is None:
+        return tuple(jnp.asarray(a) for a in arrays)
+    check_same_data(*arrays, what=what)
+    return place(tuple(arrays), mesh)
+
+
+def check_same_data(*arrays: Any, what: str = "fit") -> None:
+    """In a multi-process run, check that every process passed the same arrays (a CRC32 per array).
+
+    A no-op with one process. Every process must call it (it communicates).
+
+    Raises:
+      ValueError: when the checksums differ between processes.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    sums = np.array([zlib.crc32(np.ascontiguousarray(a).tobytes()) for a in arrays if a is not None], np.uint32)
+    try:
+        multihost_utils.assert_equal(sums)
+    except AssertionError as err:
+        raise ValueError(
+            f"{what}: the processes passed different data; with a mesh every process must pass the whole, "
+            "identical data set (the same files, the same preprocessing, the same order)."
+        ) from err
+
+
+def shard_batch(tree: Any, mesh: Mesh | None) -> Any:
+    """Inside a jitted function: constrain each array's rows to be split over the ``"data"`` axis.
+
+    Arrays whose first axis does not split evenly are left to the compiler (computed
+    replicated); :func:`check_batch` makes sure training batches always split. The
+    identity when ``mesh`` is None.
+    """
+    if mesh is None:
+        return tree
+    n, rows = data_size(mesh), batch_sharding(mesh)
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, rows) if a.ndim and a.shape[0] % n == 0 else a, tree)
+
+
+def replicate_output(tree: Any, mesh: Mesh | None) -> Any:
+    """Inside a jitted function: constrain arrays to be replicated (so every process can read them)."""
+    if mesh is None:
+        return tree
+    rep = replicated(mesh)
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, rep), tree)
+
+
+def shard_params(params: Any, mesh: Mesh, *, min_size: int = 2**18) -> Any:
+    """FSDP-style: split each large weight over the ``"data"`` axis, replicate the rest.
+
+    A leaf with at least ``min_size`` entries is split along its largest axis that
+    divides evenly over the devices; XLA gathers it for the matmuls and reduce-scatters
+    its gradient. Pass the result to ``fit(..., mesh=mesh)``: the optimizer state
+    follows the params' layout, and the trained params come back sharded the same way.
+    It saves memory per device at the cost of communication; the numbers match
+    replicated training up to float rounding.
+
+    Args:
+      params: a params tree (``net.init(key)``).
+      mesh: the mesh from :func:`data_mesh`.
+      min_size: smallest leaf (in entries) worth splitting.
+
+    Returns:
+      The params as JAX arrays on ``mesh``.
+    """
+    n = data_size(mesh)
+
+    def spec(leaf) -> P:
+        shape = np.shape(leaf)
+        if int(np.prod(shape)) < min_size:
+            return P()
+        axes = [i for i in sorted(range(len(shape)), key=lambda i: -shape[i]) if shape[i] % n == 0]
+        if not axes:
+            return P()
+        parts = [None] * len(shape)
+        parts[axes[0]] = DATA
+        return P(*parts)
+
+    return jax.tree.map(lambda a: _put(a, NamedSharding(mesh, spec(a))), params)
+
+
+def to_host(tree: Any) -> Any:
+    """NumPy copies of a tree of (possibly multi-process, sharded) arrays, the same on every process.
+
+    Every process must call it (it may communicate). Use it, e.g., before saving a
+    checkpoint on process 0 only.
+    """
+
+    def fetch(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree.map(fetch, tree)
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_cpu_devices: int | None = None,
+    cpu_collectives: str | None = "gloo",
+    **kwargs: Any,
+) -> None:
+    """Join a multi-process run: :func:`jax.distributed.initialize`, with CPU collectives set up.
+
+    Call it first, before any other JAX call. On a GPU or TPU cluster call it with no
+    arguments: JAX detects the coordinator, the number of processes and this process's
+    id from SLURM, Open MPI, Kubernetes or the Cloud TPU environment. On one machine or
+    a plain cluster pass them yourself.
+
+    Args:
+      coordinator_address: ``"host:port"`` of process 0, e.g. ``"127.0.0.1:12345"``.
+      num_processes: how many processes take part.
+      process_id: this process's index, ``0 .. num_processes - 1``.
+      local_cpu_devices: for CPU-only runs, how many CPU devices this process exposes
+        (``jax_num_cpu_devices``; the same as ``XLA_FLAGS=--xla_force_host_platform_device_count``).
+      cpu_collectives: the CPU backend's cross-process collectives (``"gloo"``; ``None``
+        leaves JAX's setting alone). Only the CPU backend reads it.
+      **kwargs: passed on to :func:`jax.distributed.initialize` (``local_device_ids``,
+        ``initialization_timeout``, ...).
+
+    Example:
+      >>> jdense.parallel.initialize("10.0.0.1:1234", num_processes=2, process_id=rank)
+      >>> mesh = jdense.parallel.data_mesh()   # the devices of both processes
+    """
+    if cpu_collectives is not None:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    if local_cpu_devices is not None:
+        jax.config.update("jax_num_cpu_devices", int(local_cpu_devices))
+    jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
