@@ -5,7 +5,7 @@ specs, networks, losses, an optax optimizer with per-layer L2, compiled training
 checkpoints and data helpers.
 """
 
-from jdense import activations, data, initializers, losses, metrics
+from jdense import activations, data, initializers, losses, metrics, parallel
 from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.dense import apply, init
@@ -45,5 +45,6 @@ __all__ = [
     "metrics",
     "mlp",
     "optimizer",
+    "parallel",
     "summary",
 ]

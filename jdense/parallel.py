@@ -128,7 +128,15 @@ def place(tree: Any, mesh: Mesh | None) -> Any:
     if mesh is None:
         return tree
     rep = replicated(mesh)
-    return jax.tree.map(lambda a: a if _on_mesh(a, mesh) else _put(a, rep), tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    todo = [i for i, a in enumerate(leaves) if not _on_mesh(a, mesh)]
+    if rep.is_fully_addressable:  # one batched transfer
+        placed = jax.device_put([leaves[i] for i in todo], rep)
+    else:
+        placed = [_put(leaves[i], rep) for i in todo]
+    for i, a in zip(todo, placed):
+        leaves[i] = a
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def device_data(arrays: tuple, mesh: Mesh | None, what: str = "fit") -> tuple:

@@ -1,0 +1,114 @@
+"""Multi-process data-parallel training on JAX's own runtime (``jax.distributed``), on loopback.
+
+Two processes on this machine, each with 2 CPU devices, join through
+``jdense.parallel.initialize`` (gloo CPU collectives) into one run of 4 devices and train
+the same network data-parallel. Their params must equal one process's plain ``fit``. The
+processes are always killed at the end, and the whole test is bounded by ``TIMEOUT``.
+"""
+
+import importlib.util
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import jdense
+
+HERE = pathlib.Path(__file__).resolve().parent
+TIMEOUT = 120  # seconds for both processes together
+TOL = 1e-5
+NPROC = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker_module():
+    spec = importlib.util.spec_from_file_location("_distributed_worker", HERE / "_distributed_worker.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gloo_missing(stderr: str) -> bool:
+    s = stderr.lower()
+    return "gloo" in s and any(w in s for w in ("not available", "not built", "unimplemented", "unsupported", "unknown"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    if "jax_cpu_collectives_implementation" not in jax.config.values:
+        pytest.skip(f"jaxlib {jax.__version__} has no CPU collectives option (jax_cpu_collectives_implementation)")
+    out = tmp_path_factory.mktemp("distributed")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    port = _free_port()
+    logs = [open(out / f"rank{i}.log", "w+") for i in range(NPROC)]
+    procs = []
+    try:
+        for i in range(NPROC):
+            procs.append(subprocess.Popen(
+                [sys.executable, str(HERE / "_distributed_worker.py"), str(i), str(NPROC), str(port), str(out)],
+                env=env, stdout=logs[i], stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+        deadline = time.monotonic() + TIMEOUT
+        reference = _single_process()  # meanwhile, the one-process reference
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break  # one failed: the other would wait for it until its own timeout
+            time.sleep(0.2)
+        codes = [p.poll() for p in procs]
+    finally:
+        for p in procs:  # always: kill each worker's process group, then reap it
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+    text = []
+    for i, log in enumerate(logs):
+        log.seek(0)
+        text.append(f"--- rank {i} (exit {codes[i]}) ---\n{log.read()[-3000:]}")
+        log.close()
+    text = "\n".join(text)
+    if any(c != 0 for c in codes):
+        if _gloo_missing(text):
+            pytest.skip(f"gloo CPU collectives are not available in this jaxlib:\n{text}")
+        pytest.fail(f"the {NPROC} processes did not finish cleanly within {TIMEOUT} s:\n{text}")
+    return [dict(np.load(out / f"rank{i}.npz")) for i in range(NPROC)], reference
+
+
+def _single_process():
+    net, params, x, y, kw = _worker_module().problem()
+    result = jdense.fit(net, params, x, y, **kw)
+    return result, jdense.predict(net, result.params, x[:256], batch_size=128, state=result.state)
+
+
+def test_two_processes_form_one_run_of_four_devices(runs):
+    for r in runs[0]:
+        assert r["devices"].tolist() == [NPROC, 4, 2]  # processes, global devices, local devices
+
+
+def test_two_processes_train_the_same_params_as_one(runs):
+    runs, (result, pred) = runs
+    flat = _worker_module().flat({"params": result.params, "state": result.state})
+    for r in runs:
+        for name, ref in flat.items():
+            np.testing.assert_allclose(r[name], ref, atol=TOL, rtol=TOL, err_msg=name)
+        np.testing.assert_allclose(r["loss"], result.history["loss"], atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(r["pred"], np.asarray(pred), atol=1e-4, rtol=1e-4)
+    for name in flat:  # and both processes hold exactly the same copy
+        np.testing.assert_array_equal(runs[0][name], runs[1][name])
+
+
+def test_processes_feeding_different_data_are_caught(runs):
+    for r in runs[0]:
+        assert "different data" in str(r["mismatch"])
