@@ -11,6 +11,7 @@ lives outside the params so that the optimizer never sees it.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,11 +127,12 @@ class Dropout:
     name_prefix = "dropout"
 
     def __post_init__(self):
-        if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) or not 0.0 <= self.rate < 1.0:
+        if isinstance(self.rate, bool) or not isinstance(self.rate, numbers.Real) or not 0.0 <= self.rate < 1.0:
             raise ValueError(
                 f"Dropout rate must be a probability in [0, 1), got {self.rate!r}; "
                 "it is the probability of dropping a unit, e.g. Dropout(0.5)."
             )
+        object.__setattr__(self, "rate", float(self.rate))  # e.g. np.float32(0.5): hashable, JSON-ready
 
     def init(self, key: jax.Array) -> Params:
         return {}

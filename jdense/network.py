@@ -73,8 +73,14 @@ class Sequential:
     def init(self, key: jax.Array) -> Params:
         """Trainable params of every layer, ``{name: layer_params}``; one key per layer.
 
-        Compiled as one XLA program (eagerly, each initializer's ops would compile one by one).
+        Compiled as one XLA program (eagerly, each initializer's ops would compile one by one)
+        when every layer is hashable; a user layer that is not (e.g. a plain ``@dataclass``)
+        is initialized eagerly instead.
         """
+        try:
+            hash(self)
+        except TypeError:
+            return self._init(key)
         return _jit_init(self, key)
 
     def _init(self, key: jax.Array) -> Params:

@@ -19,7 +19,7 @@ import optax
 from jdense.network import Sequential
 
 _SCALERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": lambda **kw: optax.identity(),
+    "sgd": lambda: optax.identity(),
     "momentum": lambda momentum=0.9, nesterov=False: optax.trace(decay=momentum, nesterov=nesterov),
     "rmsprop": lambda decay=0.9, eps=1e-8: optax.scale_by_rms(decay=decay, eps=eps),
     "adam": lambda b1=0.9, b2=0.999, eps=1e-8: optax.scale_by_adam(b1=b1, b2=b2, eps=eps),

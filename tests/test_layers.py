@@ -176,7 +176,7 @@ def test_batch_norm_training_matches_numpy(shape):
     layer = jdense.BatchNorm(3, momentum=0.8, epsilon=1e-3)
     params = {"scale": jnp.asarray([1.0, 2.0, 0.5]), "bias": jnp.asarray([0.0, -1.0, 3.0])}
     state = {"mean": jnp.asarray([0.5, 0.0, -0.5]), "var": jnp.asarray([1.0, 2.0, 0.5])}
-    y, new_state = layer.apply_with_state(params, state, jnp.asarray(x), train=True)
+    y, new_state = jax.jit(layer.apply_with_state, static_argnames="train")(params, state, jnp.asarray(x), train=True)
 
     axes = tuple(range(len(shape) - 1))
     x64 = x.astype(np.float64)
@@ -209,7 +209,7 @@ def test_batch_norm_mask_uses_real_rows_only():
     mask = jnp.asarray([1, 1, 1, 1, 0, 0], jnp.float32)
     layer = jdense.BatchNorm(3, momentum=0.5)
     params, state = layer.init(jax.random.key(0)), layer.init_state()
-    y, new_state = layer.apply_with_state(params, state, jnp.asarray(x), train=True, mask=mask)
+    y, new_state = jax.jit(layer.apply_with_state, static_argnames="train")(params, state, jnp.asarray(x), train=True, mask=mask)
     y_ref, mean, var = _np_batch_norm(x[:4].astype(np.float64), 1.0, 0.0, 1e-5, (0,))
     np.testing.assert_allclose(np.asarray(y)[:4], y_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(new_state["mean"]), 0.5 * mean, **F32_TOL)

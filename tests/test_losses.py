@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +11,10 @@ from jdense import losses
 
 LOSS_TOL = dict(rtol=1e-5, atol=1e-6)  # float32 loss vs float64 NumPy
 # Classification tests share 5 samples x 3 classes, so that each eager op compiles once.
+
+# Each loss compiled as one program for the value tests (eagerly, each of its ops would
+# compile on its own); the error tests below call the plain functions.
+JIT = {name: jax.jit(fn) for name, fn in losses.LOSSES.items()}
 
 
 def _rng(seed=0):
@@ -45,16 +50,16 @@ def test_mse_and_mae(batch, features):
     o = rng.normal(size=(batch, features)).astype(np.float32)
     t = rng.normal(size=(batch, features)).astype(np.float32)
     d = o.astype(np.float64) - t
-    _close(losses.mse(o, t), ((d**2).mean(axis=1)).mean())
-    _close(losses.mae(o, t), (np.abs(d).mean(axis=1)).mean())
+    _close(JIT["mse"](o, t), ((d**2).mean(axis=1)).mean())
+    _close(JIT["mae"](o, t), (np.abs(d).mean(axis=1)).mean())
 
 
 def test_regression_targets_may_drop_a_trailing_unit_axis():
     rng = _rng(2)
     o = rng.normal(size=(5, 1)).astype(np.float32)
     t = rng.normal(size=(5,)).astype(np.float32)
-    _close(losses.mse(o, t), ((o[:, 0].astype(np.float64) - t) ** 2).mean())
-    _close(losses.mse(o[:, 0], t), ((o[:, 0].astype(np.float64) - t) ** 2).mean())  # 1-D outputs
+    _close(JIT["mse"](o, t), ((o[:, 0].astype(np.float64) - t) ** 2).mean())
+    _close(JIT["mse"](o[:, 0], t), ((o[:, 0].astype(np.float64) - t) ** 2).mean())  # 1-D outputs
 
 
 @pytest.mark.parametrize("batch,classes", [(1, 3), (5, 3), (5, 2)], ids=["batch1", "batch5", "two_classes"])
@@ -63,8 +68,8 @@ def test_cross_entropy_integer_labels_and_one_hot_agree(batch, classes):
     logits = (3 * rng.normal(size=(batch, classes))).astype(np.float32)
     labels = rng.integers(0, classes, batch)
     expected = -_np_log_softmax(logits.astype(np.float64))[np.arange(batch), labels].mean()
-    from_int = losses.cross_entropy(logits, jnp.asarray(labels, jnp.int32))
-    from_one_hot = losses.cross_entropy(logits, _one_hot(labels, classes).astype(np.float32))
+    from_int = JIT["cross_entropy"](logits, jnp.asarray(labels, jnp.int32))
+    from_one_hot = JIT["cross_entropy"](logits, _one_hot(labels, classes).astype(np.float32))
     _close(from_int, expected)
     _close(from_one_hot, expected)
     np.testing.assert_allclose(float(from_int), float(from_one_hot), **LOSS_TOL)
@@ -74,7 +79,7 @@ def test_cross_entropy_soft_targets():
     rng = _rng(4)
     logits = rng.normal(size=(5, 3)).astype(np.float32)
     probs = rng.dirichlet(np.ones(3), size=5).astype(np.float32)
-    _close(losses.cross_entropy(logits, probs), -(probs * _np_log_softmax(logits.astype(np.float64))).sum(1).mean())
+    _close(JIT["cross_entropy"](logits, probs), -(probs * _np_log_softmax(logits.astype(np.float64))).sum(1).mean())
 
 
 @pytest.mark.parametrize("batch,shape", [(1, "flat"), (5, "column")])
@@ -87,11 +92,11 @@ def test_binary_cross_entropy_from_logits(batch, shape):
     naive = -np.mean(labels * np.log(1 / (1 + np.exp(-z))) + (1 - labels) * np.log(1 - 1 / (1 + np.exp(-z))))
     np.testing.assert_allclose(expected, naive, rtol=1e-9)
     targets = labels if shape == "flat" else labels[:, None]
-    _close(losses.binary_cross_entropy(logits, targets), expected)
+    _close(JIT["binary_cross_entropy"](logits, targets), expected)
 
 
 def test_binary_cross_entropy_is_stable_for_large_logits():
-    value = losses.binary_cross_entropy(jnp.asarray([[100.0], [-100.0]]), jnp.asarray([0.0, 1.0]))
+    value = JIT["binary_cross_entropy"](jnp.asarray([[100.0], [-100.0]]), jnp.asarray([0.0, 1.0]))
     _close(value, 100.0)
 
 
@@ -104,8 +109,8 @@ def test_kl_divergence():
     p64 = p.astype(np.float64)
     log_q = _np_log_softmax(logits.astype(np.float64))
     log_p = np.log(np.where(p64 > 0, p64, 1.0))
-    _close(losses.kl_divergence(logits, p), (p64 * (log_p - log_q)).sum(1).mean())
-    _close(losses.kl_divergence(np.log(p + 1e-30), p), 0.0)  # KL(p || p) = 0
+    _close(JIT["kl_divergence"](logits, p), (p64 * (log_p - log_q)).sum(1).mean())
+    _close(JIT["kl_divergence"](np.log(p + 1e-30), p), 0.0)  # KL(p || p) = 0
 
 
 # --------------------------------------------------------------------------- weights
@@ -117,9 +122,10 @@ def test_sample_weight_is_a_weighted_mean():
     t = rng.normal(size=(5, 3)).astype(np.float32)
     w = np.asarray([1.0, 0.0, 2.0, 0.5, 3.0], np.float32)
     per = ((o.astype(np.float64) - t) ** 2).mean(1)
-    _close(losses.mse(o, t, sample_weight=w), _wmean(per, w))
-    _close(losses.mse(o, t, sample_weight=np.ones(5)), per.mean())
-    _close(losses.mse(o, t, sample_weight=np.zeros(5)), 0.0)  # all-zero weights give 0, not NaN
+    _close(JIT["mse"](o, t, sample_weight=w), _wmean(per, w))
+    _close(losses.mse(o, t, sample_weight=w), _wmean(per, w))  # eager, as well as compiled
+    _close(JIT["mse"](o, t, sample_weight=np.ones(5)), per.mean())
+    _close(JIT["mse"](o, t, sample_weight=np.zeros(5)), 0.0)  # all-zero weights give 0, not NaN
 
 
 @pytest.mark.parametrize("targets", ["integer", "one_hot"])
@@ -131,8 +137,8 @@ def test_class_weight_cross_entropy(targets):
     sw = np.asarray([1.0, 1.0, 2.0, 0.0, 3.0], np.float32)
     per = -_np_log_softmax(logits.astype(np.float64))[np.arange(5), labels]
     y = labels.astype(np.int32) if targets == "integer" else _one_hot(labels, 3).astype(np.float32)
-    _close(losses.cross_entropy(logits, y, class_weight=cw), _wmean(per, cw[labels]))
-    _close(losses.cross_entropy(logits, y, sample_weight=sw, class_weight=cw), _wmean(per, sw * cw[labels]))
+    _close(JIT["cross_entropy"](logits, y, class_weight=cw), _wmean(per, cw[labels]))
+    _close(JIT["cross_entropy"](logits, y, sample_weight=sw, class_weight=cw), _wmean(per, sw * cw[labels]))
 
 
 def test_class_weight_binary_cross_entropy():
@@ -142,7 +148,7 @@ def test_class_weight_binary_cross_entropy():
     cw = np.asarray([3.0, 1.0], np.float32)
     z = logits[:, 0].astype(np.float64)
     per = np.logaddexp(0.0, z) - labels * z
-    _close(losses.binary_cross_entropy(logits, labels, class_weight=cw), _wmean(per, cw[labels.astype(int)]))
+    _close(JIT["binary_cross_entropy"](logits, labels, class_weight=cw), _wmean(per, cw[labels.astype(int)]))
 
 
 def test_per_sample_is_unreduced():
