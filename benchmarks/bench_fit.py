@@ -11,17 +11,21 @@ Columns (see ``benchmarks/README.md``):
 - ``jdense``: ``jdense.fit(..., epochs=1 + k)``; a callback takes ``time.perf_counter()``
   at each epoch end, and the first epoch (which contains the compilation) is not timed.
 - ``jax_scan``: a hand-written jitted epoch, one ``lax.scan`` over the batches with
-  donated params and optimizer state, shuffled per epoch by a NumPy permutation whose
-  rows each step gathers by index from the device-resident data (the ceiling for a
-  shuffled epoch).
+  donated params and optimizer state, shuffled per epoch by a NumPy permutation (the
+  ceiling for a shuffled epoch). It reports the fastest of three ways to fetch the rows:
+  ``step_gather`` (each step gathers its rows by index from the device-resident data, as
+  ``fit`` does), ``chunk_gather`` (one gather per ~1 MiB of steps) and ``epoch_gather``
+  (all the epoch's rows gathered up front).
 - ``jax_scan_noshuffle``: the same scan over contiguous slices (no shuffle): the
   absolute ceiling.
-- ``jax_loop``: one jitted step per batch called from a Python loop, the data shuffled
-  with NumPy every epoch and the batches sliced on the host.
+- ``jax_loop``: one ``jax.jit`` step per batch called from a Python loop, the data
+  shuffled with NumPy every epoch and the batches sliced on the host.
 - ``flax_nnx``, ``equinox``, ``torch``: the idiomatic step of each library (only if
   it is importable).
 
-Throughput is steps/s, the best epoch after compilation. GFLOP/s counts
+Throughput is steps/s, the best epoch after compilation. The scan columns run
+interleaved, one epoch each in turn (inside a jdense callback, outside its timing), so
+that other processes on the machine hit them alike; the per-step columns run after them. GFLOP/s counts
 ``6 * batch * sum(in * out)`` floating-point operations per step (2 for the forward
 matmuls, 4 for the backward ones; biases, activations, the loss and the optimizer are
 not counted) and is compared with a 2048x2048 float32 ``jnp.dot`` timed in the same run.
@@ -31,7 +35,7 @@ imports the same modules, and report ``resource.getrusage(RUSAGE_SELF).ru_maxrss
 
 Usage::
 
-    python benchmarks/bench_fit.py                       # all shapes (about 5-8 min on 2 cores)
+    python benchmarks/bench_fit.py                       # all shapes (about 6-7 min on 2 cores)
     python benchmarks/bench_fit.py --quick               # tiny smoke test (< 60 s)
     python benchmarks/bench_fit.py --shapes 64-32-10 --json out.json
 """
@@ -84,8 +88,8 @@ SHAPES = [
     Shape((1024, 4096, 4096, 1024), 256, 4_096, fast_epochs=2, slow_epochs=1),  # 16 steps, ~3-6 s an epoch
 ]
 QUICK_SHAPES = [
-    Shape((32, 16, 10), 16, 2_048, fast_epochs=2, slow_epochs=1),
-    Shape((128, 64, 10), 64, 4_096, fast_epochs=2, slow_epochs=1),
+    Shape((32, 16, 10), 16, 2_048, fast_epochs=5, slow_epochs=1),
+    Shape((128, 64, 10), 64, 4_096, fast_epochs=5, slow_epochs=1),
 ]
 FAST = ("jdense", "jax_scan", "jax_scan_noshuffle")
 OPTIONAL = {"flax_nnx": "flax.nnx", "equinox": "equinox", "torch": "torch"}
@@ -208,11 +212,11 @@ def _scan_epoch_fn(tx, shuffle: str, chunk: int = 1):
     return jax.jit(epoch, donate_argnums=(0, 1))
 
 
-def run_jax_scan(shape: Shape, x, y, epochs: int, shuffle: str = "step_gather"):
+def make_jax_scan(shape: Shape, x, y, shuffle: str = "step_gather"):
+    """Compile a jax_scan variant; return (steps per epoch, a function that runs one epoch -> loss)."""
     jax, jnp, _ = _jax()
     tx = jax_tx()
     params = jax_init(shape.sizes)
-    opt_state = tx.init(params)
     steps = shape.samples // shape.batch  # the last partial batch is dropped
     if shuffle == "none":
         xd = jnp.asarray(x[: steps * shape.batch].reshape(steps, shape.batch, -1))
@@ -221,16 +225,26 @@ def run_jax_scan(shape: Shape, x, y, epochs: int, shuffle: str = "step_gather"):
     else:
         xd, yd = jnp.asarray(x), jnp.asarray(y)
         idx0 = np.zeros((steps, shape.batch), np.int32)
-    epoch = _scan_epoch_fn(tx, shuffle, chunk_steps(shape)).lower(params, opt_state, xd, yd, idx0).compile()
+    epoch = _scan_epoch_fn(tx, shuffle, chunk_steps(shape)).lower(params, tx.init(params), xd, yd, idx0).compile()
     rng = np.random.default_rng(1)
-    times, loss = [], None
-    for _ in range(epochs):
-        t0 = time.perf_counter()
+    state = {"params": params, "opt_state": tx.init(params)}
+
+    def run_epoch() -> float:
         idx = None
         if shuffle != "none":  # a NumPy permutation: jax.random.permutation is sort-based and slow on CPU
             idx = rng.permutation(shape.samples)[: steps * shape.batch].astype(np.int32).reshape(steps, shape.batch)
-        params, opt_state, loss = epoch(params, opt_state, xd, yd, idx)
-        loss = float(loss)
+        state["params"], state["opt_state"], loss = epoch(state["params"], state["opt_state"], xd, yd, idx)
+        return float(loss)
+
+    return steps, run_epoch
+
+
+def run_jax_scan(shape: Shape, x, y, epochs: int, shuffle: str = "step_gather"):
+    steps, run_epoch = make_jax_scan(shape, x, y, shuffle)
+    times, loss = [], None
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        loss = run_epoch()
         times.append(time.perf_counter() - t0)
     return steps, times, loss
 
@@ -240,7 +254,9 @@ def run_jax_loop(shape: Shape, x, y, epochs: int):
     tx = jax_tx()
     params = jax_init(shape.sizes)
     opt_state = tx.init(params)
-    step = jax.jit(partial(jax_step, tx), donate_argnums=(0, 1))
+    # Plain jax.jit, as most code has it (donating params and optimizer state: ~1.5x faster
+    # for 64-32-10, still far from one scan per epoch).
+    step = jax.jit(partial(jax_step, tx))
     B, steps = shape.batch, shape.samples // shape.batch
     for i in range(2):  # compile and warm up
         params, opt_state, loss = step(params, opt_state, x[i * B:(i + 1) * B], y[i * B:(i + 1) * B])
@@ -259,18 +275,26 @@ def run_jax_loop(shape: Shape, x, y, epochs: int):
 
 
 # -- jdense ---------------------------------------------------------------------------
-def run_jdense(shape: Shape, x, y, epochs: int):
+def run_jdense(shape: Shape, x, y, epochs: int, between_epochs=None):
+    """Time ``jdense.fit``'s epochs 2..epochs+1 (epoch 1 compiles).
+
+    ``between_epochs``, if given, is called at every epoch end, outside jdense's timing:
+    the benchmark runs the scan columns' epochs there, interleaved with jdense's.
+    """
     import jax
 
     import jdense
 
     class EpochTimer(jdense.Callback):
         def on_train_begin(self):
-            self.stamps = [time.perf_counter()]
+            self.start, self.times = time.perf_counter(), []
 
         def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
-            self.stamps.append(time.perf_counter())
+            self.times.append(time.perf_counter() - self.start)
             self.loss = logs["loss"]
+            if between_epochs is not None:
+                between_epochs()
+            self.start = time.perf_counter()
 
     net = jdense.mlp(list(shape.sizes), lambda_=WEIGHT_DECAY)
     timer = EpochTimer()
@@ -279,8 +303,8 @@ def run_jdense(shape: Shape, x, y, epochs: int):
         optimizer=jdense.optimizer(net, "adam", LEARNING_RATE), epochs=1 + epochs, batch_size=shape.batch,
         key=jax.random.key(1), verbose=0, metrics=[], callbacks=[timer],
     )
-    times = list(np.diff(timer.stamps))[1:]  # epoch 1 contains the compilation
-    return math.ceil(shape.samples / shape.batch), times, timer.loss  # fit also runs the padded last batch
+    # epoch 1 contains the compilation; fit also runs the padded last batch
+    return math.ceil(shape.samples / shape.batch), timer.times[1:], timer.loss
 
 
 # -- other libraries -------------------------------------------------------------------
@@ -533,22 +557,52 @@ def _runs_of(peer: str, shape: Shape | None = None) -> list[str]:
 
 
 def bench_shape(shape: Shape, peers, rounds: int, log) -> dict[str, dict]:
-    """{run: {"steps_per_s", "epoch_s", "steps_per_epoch", "last_loss"}}; "jax_scan" is its best variant."""
+    """{run: {"steps_per_s", "epoch_s", "steps_per_epoch", "last_loss"}}; "jax_scan" is its best variant.
+
+    The scan columns (jdense, the jax_scan variants, jax_scan_noshuffle) run interleaved,
+    one epoch of each in turn (the others run inside a jdense callback, outside its
+    timing), so that a change of load on the machine hits them alike. The per-step
+    columns run one after the other.
+    """
     x, y = make_data(shape)
     best: dict[str, dict] = {}
+
+    def record(r, run, steps, times, loss):
+        rate = steps / min(times)
+        entry = best.setdefault(run, {"steps_per_s": 0.0, "epoch_s": [], "steps_per_epoch": steps})
+        entry["epoch_s"] += [round(t, 6) for t in times]
+        entry["steps_per_s"] = max(entry["steps_per_s"], rate)
+        entry["last_loss"] = loss
+        log(f"  round {r + 1} {shape.key:26s} {run:22s} {rate:10.1f} steps/s  "
+            f"(epochs: {', '.join(f'{t * 1e3:.1f}' for t in times)} ms; loss {loss:.4f})")
+
+    scans = [run for peer in peers if peer in FAST and peer != "jdense" for run in _runs_of(peer, shape)]
     for r in range(rounds):
+        gc.collect()
+        compiled = {run: make_jax_scan(shape, x, y, run.split(":")[1] if ":" in run else "none") for run in scans}
+        for _, run_epoch in compiled.values():
+            run_epoch()  # the first run of a compiled epoch is slower (allocation): untimed
+        times = {run: [] for run in scans}
+        losses = {}
+
+        def scan_epochs():
+            for run, (_, run_epoch) in compiled.items():
+                t0 = time.perf_counter()
+                losses[run] = run_epoch()
+                times[run].append(time.perf_counter() - t0)
+
+        if "jdense" in peers:
+            record(r, "jdense", *run_jdense(shape, x, y, shape.fast_epochs, between_epochs=scan_epochs))
+        else:
+            for _ in range(shape.fast_epochs + 1):
+                scan_epochs()
+        for run in scans:
+            record(r, run, compiled[run][0], times[run][1:], losses[run])  # as many timed epochs as jdense
+        compiled.clear()  # free the scans' device copies of the data before the per-step columns
         for peer in peers:
-            for run in _runs_of(peer, shape):
-                epochs = shape.fast_epochs if peer in FAST else shape.slow_epochs
+            if peer not in FAST:
                 gc.collect()
-                steps, times, loss = RUNNERS[run](shape, x, y, epochs)
-                rate = steps / min(times)
-                entry = best.setdefault(run, {"steps_per_s": 0.0, "epoch_s": [], "steps_per_epoch": steps})
-                entry["epoch_s"] += [round(t, 6) for t in times]
-                entry["steps_per_s"] = max(entry["steps_per_s"], rate)
-                entry["last_loss"] = loss
-                log(f"  round {r + 1} {shape.key:26s} {run:22s} {rate:10.1f} steps/s  "
-                    f"(epochs: {', '.join(f'{t * 1e3:.1f}' for t in times)} ms; loss {loss:.4f})")
+                record(r, peer, *RUNNERS[peer](shape, x, y, shape.slow_epochs))
     if "jax_scan" in peers:
         run = max(_runs_of("jax_scan", shape), key=lambda r: best[r]["steps_per_s"])
         best["jax_scan"] = {**best[run], "variant": run.split(":")[1]}
