@@ -115,7 +115,7 @@ def child(devices: int, rounds: int, epochs: int, interleaved: int) -> dict:
         idx, mask, key = parallel.place((*train._padded_indices(order, BATCH), jax.random.fold_in(jax.random.key(1), epoch)),
                                         mesh)
         *carry[:], sums = fn(*carry, *data, idx, mask, key)  # params, opt_state, state donated and replaced
-        train._logs(sums)
+        train._logs(sums, accuracy)
 
     for name in paths:
         one_epoch(name, 0)  # compile

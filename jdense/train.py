@@ -185,6 +185,15 @@ def _chunk_steps(steps: int, batch: int, x, y) -> int:
     return -(-steps // -(-steps // most))  # ceil(steps / number of chunks): the last chunk pads few steps
 
 
+def _zero_sums(metric_fns) -> dict[str, jax.Array]:
+    return {k: jnp.zeros((), jnp.float32) for k in ("loss", *metric_fns, "count")}
+
+
+def _weights(mask, class_weight, outputs, targets):
+    """Per-sample weights: the padding mask times the class weight of each sample's label."""
+    return mask if class_weight is None else mask * class_weight[losses_lib.labels_of(outputs, targets)]
+
+
 def _stack_sums(sums):
     """The epoch's sums as one vector (sorted keys), read by the host in one transfer."""
     return jnp.stack([sums[k] for k in sorted(sums)])
@@ -216,7 +225,7 @@ def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weigh
             values = per_sample_loss(out, yb)
             if values.shape != (xb.shape[0],):
                 raise ValueError(f"a loss callable must return per-sample losses of shape ({xb.shape[0]},), got {values.shape}.")
-            w = mask if class_weight is None else mask * class_weight[losses_lib.labels_of(out, yb)]
+            w = _weights(mask, class_weight, out, yb)
             return losses_lib.weighted_mean(values, w), (out, new_state, values, w)
 
         grads, (out, new_state, values, w) = jax.grad(loss_fn, has_aux=True)(params)
@@ -240,8 +249,7 @@ def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weigh
         # The epoch's key is folded in here: eagerly on the host it costs ~0.3-0.6 ms an epoch.
         # Per-step keys only for a network that draws random numbers (Dropout).
         keys = jax.random.split(jax.random.fold_in(key, epoch_number), steps) if use_key else jnp.zeros((steps,), jnp.uint32)
-        zero = {k: jnp.zeros((), jnp.float32) for k in ("loss", *metric_fns, "count")}
-        carry = (params, opt_state, state, zero)
+        carry = (params, opt_state, state, _zero_sums(metric_fns))
         k = 1 if mesh is not None else _chunk_steps(steps, batch, x, y)
         if k == 1:
             def one(carry, b):
@@ -274,7 +282,7 @@ def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weigh
 
 
 def _make_eval(net, per_sample_loss, metric_fns, compute_dtype, class_weight, mesh=None):
-    """Jitted (params, state, x, y, idx, mask) -> sums over batches, in inference mode."""
+    """Jitted (params, state, x, y, idx, mask) -> sums over batches (see :func:`_stack_sums`), in inference mode."""
 
     def eval_fn(params, state, x, y, idx, mask):
         def body(sums, batch):
@@ -283,20 +291,17 @@ def _make_eval(net, per_sample_loss, metric_fns, compute_dtype, class_weight, me
             xb, yb, m = parallel.shard_batch((xb, yb, m), mesh)
             out = net.apply_with_state(_cast(params, compute_dtype), state, _cast(xb, compute_dtype))[0]
             out = out.astype(jnp.float32)
-            w = m if class_weight is None else m * class_weight[losses_lib.labels_of(out, yb)]
+            w = _weights(m, class_weight, out, yb)
             return jax.tree.map(jnp.add, sums, _batch_sums(out, yb, w, per_sample_loss(out, yb), metric_fns)), None
 
-        zero = {k: jnp.zeros((), jnp.float32) for k in ("loss", *metric_fns, "count")}
-        return jax.lax.scan(body, zero, (idx, mask))[0]
+        return _stack_sums(jax.lax.scan(body, _zero_sums(metric_fns), (idx, mask))[0])
 
     return jax.jit(eval_fn)
 
 
-def _logs(sums, prefix="", names=None) -> dict[str, float]:
-    if names is not None:  # a vector from _stack_sums: one transfer
-        sums = dict(zip(sorted(names), np.asarray(sums).tolist()))
-    else:
-        sums = jax.device_get(sums)
+def _logs(sums, metric_names, prefix="") -> dict[str, float]:
+    """Per-sample means from a :func:`_stack_sums` vector, read by the host in one transfer."""
+    sums = dict(zip(sorted(("loss", *metric_names, "count")), np.asarray(sums).tolist()))
     count = max(float(sums.pop("count")), np.finfo(np.float32).tiny)
     return {prefix + k: float(v) / count for k, v in sums.items()}
 
@@ -432,9 +437,9 @@ def fit(
         order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
         idx, mask = parallel.place(_padded_indices(order, batch), mesh)
         params, opt_state, state, sums = run_epoch(params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch))
-        logs = _logs(sums, names=("loss", *metric_fns, "count"))
+        logs = _logs(sums, metric_fns)
         if validation_data is not None:
-            logs.update(_logs(evaluate_val(params, state, xv_dev, yv_dev, v_idx, v_mask), "val_"))
+            logs.update(_logs(evaluate_val(params, state, xv_dev, yv_dev, v_idx, v_mask), metric_fns, "val_"))
         if not math.isfinite(logs["loss"]) and not skip_nonfinite:
             raise FloatingPointError(
                 f"fit: the training loss became {logs['loss']} in epoch {epoch + 1}; lower the learning rate, "
@@ -497,7 +502,7 @@ def evaluate(
     fn = _make_eval(net, per_sample, metric_fns, None, parallel.place(None if cw is None else jnp.asarray(cw), mesh), mesh)
     idx, mask = _eval_batches(x.shape[0], batch_size)
     params, state, idx, mask = parallel.place((params, state, idx, mask), mesh)
-    return _logs(fn(params, state, *parallel.device_data((x, y), mesh, "evaluate"), idx, mask))
+    return _logs(fn(params, state, *parallel.device_data((x, y), mesh, "evaluate"), idx, mask), metric_fns)
 
 
 @partial(jax.jit, static_argnums=(0, 5))
