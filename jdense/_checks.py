@@ -6,6 +6,7 @@ from __future__ import annotations
 import numbers
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def positive_int(name: str, value) -> int:
@@ -48,3 +49,10 @@ def choice(name: str, value: str, valid) -> str:
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, sorted(valid)))}.")
     return value
+
+
+def boolean(name: str, value) -> bool:
+    """Return ``value`` if it is a bool (NumPy's included), else raise."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)

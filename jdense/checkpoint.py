@@ -467,7 +467,7 @@ def read_info(path: str | os.PathLike) -> dict:
 
     Example:
       >>> read_info("model.safetensors")["opt_state"]["leaves"][:2]
-      ['opt_state/0/count', 'opt_state/0/mu/batch_norm_0/bias']
+      ['opt_state/count', 'opt_state/hyperparams/lambda_']
     """
     path = _existing(path)
     try:

@@ -50,6 +50,8 @@ class Dense:
       use_bias: whether the layer has a bias ``b``.
       dtype: the params' floating dtype.
       compute_dtype: optionally compute in this dtype (e.g. ``jnp.bfloat16``) for inference.
+      l1: L1 strength: the loss gains ``l1·Σ|w|`` (not on the bias).
+      trainable: ``False`` freezes the layer: ``fit`` leaves its params unchanged.
 
     Example:
       >>> layer = Dense(784, 128)
@@ -67,6 +69,8 @@ class Dense:
     use_bias: bool = True
     dtype: Any = jnp.float32
     compute_dtype: Any = None
+    l1: float = 0.0
+    trainable: bool = True
 
     name_prefix = "dense"
 
@@ -75,7 +79,9 @@ class Dense:
         _checks.positive_int("out_features", self.out_features)
         get_activation(self.activation)
         get_initializer(self.initializer, self.activation)
-        _checks.non_negative_float("lambda_", self.lambda_)
+        object.__setattr__(self, "lambda_", _checks.non_negative_float("lambda_", self.lambda_))
+        object.__setattr__(self, "l1", _checks.non_negative_float("l1", self.l1))
+        _checks.boolean("trainable", self.trainable)
         object.__setattr__(self, "dtype", _checks.floating_dtype("dtype", self.dtype))
         if self.compute_dtype is not None:
             object.__setattr__(self, "compute_dtype", _checks.floating_dtype("compute_dtype", self.compute_dtype))
@@ -159,13 +165,15 @@ class BatchNorm:
     Training normalizes with the batch's statistics (over every axis but the last) and
     updates the running averages ``running = momentum·running + (1−momentum)·batch``;
     evaluation uses the running averages. Params ``{"scale", "bias"}`` are trained;
-    the state ``{"mean", "var"}`` is not.
+    the state ``{"mean", "var"}`` is not. ``trainable=False`` freezes ``scale`` and ``bias``
+    (the running averages still follow the data in training mode).
     """
 
     features: int
     momentum: float = 0.9
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
+    trainable: bool = True
 
     name_prefix = "batch_norm"
 
@@ -176,6 +184,7 @@ class BatchNorm:
         if not self.epsilon > 0:
             raise ValueError(f"BatchNorm epsilon must be > 0, got {self.epsilon!r}.")
         object.__setattr__(self, "dtype", _checks.floating_dtype("dtype", self.dtype))
+        _checks.boolean("trainable", self.trainable)
 
     def init(self, key: jax.Array) -> Params:
         return {"scale": jnp.ones((self.features,), self.dtype), "bias": jnp.zeros((self.features,), self.dtype)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -78,10 +79,10 @@ class Sequential:
         is initialized eagerly instead.
         """
         try:
-            hash(self)
+            program = _init_program(_init_structure(self))
         except TypeError:
             return self._init(key)
-        return _jit_init(self, key)
+        return program(key)
 
     def _init(self, key: jax.Array) -> Params:
         keys = jax.random.split(key, len(self.layers))
@@ -232,7 +233,25 @@ class Sequential:
             raise ValueError(f"not a jdense network config: {config!r} ({err}).") from err
 
 
-_jit_init = jax.jit(Sequential._init, static_argnums=0)
+def _init_structure(net: Sequential) -> Sequential:
+    """``net`` with only what init reads: networks that differ in ``lambda_``, dropout rates... share one program."""
+
+    def strip(layer):
+        if type(layer) is Dense:
+            return dataclasses.replace(layer, optimizer=None, lambda_=0.0, l1=0.0, compute_dtype=None, trainable=True)
+        if type(layer) is Dropout:
+            return Dropout(0.0)
+        if type(layer) is BatchNorm:
+            return BatchNorm(layer.features, dtype=layer.dtype)
+        return layer
+
+    return Sequential([strip(layer) for layer in net.layers])
+
+
+@functools.lru_cache(maxsize=64)
+def _init_program(net: Sequential):
+    """``Sequential.init`` of this structure as one compiled program (cached; see ``jdense.clear_cache``)."""
+    return jax.jit(net._init)
 
 
 def mlp(

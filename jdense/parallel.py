@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -142,11 +141,11 @@ def place(tree: Any, mesh: Mesh | None) -> Any:
 def device_data(arrays: tuple, mesh: Mesh | None, what: str = "fit") -> tuple:
     """Data arrays to the device(s), as ``fit`` needs them.
 
-    Without a mesh, ``jnp.asarray`` each (one device). With one, check that every process
+    Without a mesh, ``jax.device_put`` each (one device). With one, check that every process
     passed the same data (:func:`check_same_data`), then replicate it on the mesh.
     """
-    if mesh is None:
-        return tuple(jnp.asarray(a) for a in arrays)
+    if mesh is None:  # device_put compiles nothing (jnp.asarray would, once per shape)
+        return tuple(jax.device_put(a) for a in arrays)
     check_same_data(*arrays, what=what)
     return place(tuple(arrays), mesh)
 

@@ -1,13 +1,12 @@
-"""Compiled training: :func:`fit`, :func:`evaluate` and :func:`predict`.
+"""Training and inference: :func:`fit`, :func:`evaluate` and :func:`predict`.
 
-The data set goes to the device once. Each epoch is one call of a jitted function that
-runs every minibatch step in a ``jax.lax.scan``: each step gathers its rows by index
-from the device-resident data, computes the loss and its gradient, applies the optax
-update and adds to the metric sums. Params, optimizer state and network state are
-donated to that call, so the update happens in place. The host only draws the epoch's
-permutation (NumPy, seeded from the key: a sort-based ``jax.random.permutation`` costs
-as much as an epoch of a small network on CPU) and reads the metrics between epochs,
-where the callbacks run.
+The data set goes to the device once. Each epoch is one call of a compiled program
+(:mod:`jdense.programs`, cached across calls) that runs every minibatch step in a
+``jax.lax.scan``. Params, optimizer state and network state are donated to that call,
+so the update happens in place. The host only draws the epoch's permutation (NumPy,
+seeded from the key: a sort-based ``jax.random.permutation`` costs as much as an epoch
+of a small network on CPU) and reads the metrics between epochs, where the callbacks
+run.
 
 The last partial batch counts: it is padded with in-range indices whose weight is 0,
 so every sample contributes exactly once per epoch and the padded batch's gradient is
@@ -19,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import jax
@@ -29,7 +27,7 @@ import optax
 
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
-from jdense import parallel
+from jdense import optim, parallel, programs
 from jdense.callbacks import Callback, ProgressBar
 from jdense.network import Sequential
 
@@ -75,6 +73,9 @@ def _as_data(x, y, what: str):
 
 
 def _output_shape(net: Sequential, params, state, x: np.ndarray) -> tuple:
+    width = net.output_width
+    if width is not None and x.ndim == 2:  # a network ending in Dense: no tracing needed
+        return (1, width)
     spec = jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32)
     return jax.eval_shape(lambda p, s, x: net.apply_with_state(p, s, x)[0], params, state, spec).shape
 
@@ -92,6 +93,15 @@ def _check_labels(loss, y: np.ndarray, out_shape: tuple, what: str):
             )
     if loss == "binary_cross_entropy" and not np.isin(y, (0, 1)).all():
         raise ValueError(f"{what}: binary_cross_entropy needs labels 0 or 1, got values such as {y[~np.isin(y, (0, 1))][0]}.")
+
+
+def _check_monitor(monitor: str, metric_names, has_validation: bool) -> None:
+    """A callback's monitor must be a key of the logs: check it before training, not after an epoch."""
+    keys = {"loss", *metric_names}
+    keys |= {f"val_{k}" for k in keys} if has_validation else set()
+    if monitor not in keys:
+        hint = " (pass validation_data= for 'val_*' metrics)" if monitor.startswith("val_") and not has_validation else ""
+        raise ValueError(f"cannot monitor {monitor!r}: the logs will have {sorted(keys)}{hint}.")
 
 
 def _class_weights(class_weight, out_shape) -> np.ndarray | None:
@@ -152,158 +162,37 @@ def _padded_indices(order: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarr
     return idx.reshape(steps, batch), mask.reshape(steps, batch)
 
 
-# -- the compiled pieces ----------------------------------------------------------------
-def _cast(tree, dtype):
-    if dtype is None:
-        return tree
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+def _logs(sums, names, prefix="") -> dict[str, float]:
+    """Per-sample means from a sums vector (entries ``names``, see :func:`programs.sum_names`).
 
-
-def _batch_sums(outputs, y, weights, loss_values, metric_fns):
-    sums = {"loss": jnp.sum(weights * loss_values.astype(jnp.float32))}
-    for name, fn in metric_fns.items():
-        sums[name] = jnp.sum(weights * fn(outputs, y).astype(jnp.float32))
-    sums["count"] = jnp.sum(weights)
-    return sums
-
-
-# One gather fetches the rows of several steps, about this many bytes (see _make_epoch).
-_CHUNK_BYTES = 1 << 20
-_EPOCH_ZERO = np.uint32(0)
-
-
-def _chunk_steps(steps: int, batch: int, x, y) -> int:
-    """Steps whose rows one gather fetches: about _CHUNK_BYTES, in [1, steps], equal chunks.
-
-    1 (a gather per step, as before) when fewer than 4 batches fit: such batches are large
-    enough that the step, not the hand-off, dominates (measured neutral for 784-128-64-10/b128).
+    NaN when no sample counted (every step of the epoch skipped as non-finite).
     """
-    row_bytes = math.prod(x.shape[1:]) * x.dtype.itemsize + math.prod(y.shape[1:]) * y.dtype.itemsize
-    most = min(steps, _CHUNK_BYTES // max(1, batch * row_bytes))
-    if most < 4:
-        return 1
-    return -(-steps // -(-steps // most))  # ceil(steps / number of chunks): the last chunk pads few steps
+    sums = dict(zip(names, np.asarray(sums).tolist()))
+    count = sums.pop("count")
+    skipped = sums.pop("skipped", None)
+    logs = {prefix + k: (v / count if count > 0 else math.nan) for k, v in sums.items()}
+    if skipped is not None:
+        logs[prefix + "skipped_steps"] = skipped
+    return logs
 
 
-def _zero_sums(metric_fns) -> dict[str, jax.Array]:
-    return {k: jnp.zeros((), jnp.float32) for k in ("loss", *metric_fns, "count")}
+def _copy(tree):
+    """Private device copies (no program compiled): donation must never consume the caller's buffers."""
+    return jax.tree.map(lambda a: jax.device_put(a, may_alias=False) if isinstance(a, jax.Array) else a, tree)
 
 
-def _weights(mask, class_weight, outputs, targets):
-    """Per-sample weights: the padding mask times the class weight of each sample's label."""
-    return mask if class_weight is None else mask * class_weight[losses_lib.labels_of(outputs, targets)]
+def _step_spec(net, loss, metric_fns, compute_dtype, class_weight, mesh) -> programs.Step:
+    return programs.Step(programs.structure(net), loss, tuple(metric_fns.items()),
+                         None if compute_dtype is None else jnp.dtype(compute_dtype), class_weight is not None, mesh)
 
 
-def _stack_sums(sums):
-    """The epoch's sums as one vector (sorted keys), read by the host in one transfer."""
-    return jnp.stack([sums[k] for k in sorted(sums)])
-
-
-def _make_epoch(net, per_sample_loss, tx, metric_fns, compute_dtype, class_weight, use_key, mesh=None,
-                skip_nonfinite=False):
-    """The jitted epoch: (params, opt_state, state, x, y, idx, mask, key, epoch) -> (params, opt_state, state, sums).
-
-    ``sums`` is a vector, see :func:`_stack_sums`. The rows are gathered by chunks of
-    steps (about ``_CHUNK_BYTES``) rather than step by step: on a multi-core CPU, XLA
-    splits a gather from an array larger than ~0.5 MB over its threads, and that
-    cross-thread hand-off, once per step, costs as much as a small network's whole step
-    (about 2x slower epochs for 64-32-10 / batch 32). A chunk's gather still splits, but
-    once per chunk. Results are bitwise those of a per-step gather.
-    """
-
-    def step(carry, batch):
-        params, opt_state, state, sums = carry
-        xb, yb, mask, key = batch
-        xb, yb, mask = parallel.shard_batch((xb, yb, mask), mesh)  # rows split over the mesh; no-op without
-
-        def loss_fn(p):
-            out, new_state = net.apply_with_state(
-                _cast(p, compute_dtype), state, _cast(xb, compute_dtype), train=True,
-                key=key if use_key else None, mask=mask,
-            )
-            out = out.astype(jnp.float32)
-            values = per_sample_loss(out, yb)
-            if values.shape != (xb.shape[0],):
-                raise ValueError(f"a loss callable must return per-sample losses of shape ({xb.shape[0]},), got {values.shape}.")
-            w = _weights(mask, class_weight, out, yb)
-            return losses_lib.weighted_mean(values, w), (out, new_state, values, w)
-
-        grads, (out, new_state, values, w) = jax.grad(loss_fn, has_aux=True)(params)
-        updates, new_opt_state = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        batch_sums = _batch_sums(out, yb, w, values, metric_fns)
-        if skip_nonfinite:  # keep params, optimizer and BatchNorm state of a step whose update is not finite
-            ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves((updates, new_params))]))
-            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-            new_params, new_opt_state, new_state = keep((new_params, new_opt_state, new_state), (params, opt_state, state))
-            batch_sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), batch_sums)
-        params, opt_state = new_params, new_opt_state
-        sums = jax.tree.map(jnp.add, sums, batch_sums)
-        return (params, opt_state, new_state, sums)
-
-    def gather(a, i):
-        return a.at[i].get(mode="promise_in_bounds")
-
-    def epoch(params, opt_state, state, x, y, idx, mask, key, epoch_number=_EPOCH_ZERO):
-        steps, batch = idx.shape
-        # The epoch's key is folded in here: eagerly on the host it costs ~0.3-0.6 ms an epoch.
-        # Per-step keys only for a network that draws random numbers (Dropout).
-        keys = jax.random.split(jax.random.fold_in(key, epoch_number), steps) if use_key else jnp.zeros((steps,), jnp.uint32)
-        carry = (params, opt_state, state, _zero_sums(metric_fns))
-        k = 1 if mesh is not None else _chunk_steps(steps, batch, x, y)
-        if k == 1:
-            def one(carry, b):
-                i, m, kk = b
-                return step(carry, (gather(x, i), gather(y, i), m, kk)), None
-
-            carry, _ = jax.lax.scan(one, carry, (idx, mask, keys))
-        else:
-            chunks = -(-steps // k)
-            pad = chunks * k - steps  # the last chunk runs only its real steps (no update for the padding)
-            if pad:
-                idx = jnp.concatenate([idx, jnp.zeros((pad, batch), idx.dtype)])
-                mask = jnp.concatenate([mask, jnp.zeros((pad, batch), mask.dtype)])
-                keys = jnp.concatenate([keys, keys[:pad]])
-
-            def chunk(carry, c):
-                i, m, kk, first = c
-                xs = gather(x, i.reshape(-1)).reshape(k, batch, *x.shape[1:])
-                ys = gather(y, i.reshape(-1)).reshape(k, batch, *y.shape[1:])
-                run = lambda j, carry: step(carry, (xs[j], ys[j], m[j], kk[j]))  # noqa: E731
-                return jax.lax.fori_loop(0, jnp.minimum(k, steps - first) if pad else k, run, carry), None
-
-            firsts = jnp.arange(chunks, dtype=jnp.int32) * k
-            carry, _ = jax.lax.scan(chunk, carry, (idx.reshape(chunks, k, batch), mask.reshape(chunks, k, batch),
-                                                   keys.reshape(chunks, k, *keys.shape[1:]), firsts))
-        params, opt_state, state, sums = carry
-        return params, opt_state, state, _stack_sums(sums)
-
-    return jax.jit(epoch, donate_argnums=(0, 1, 2))
-
-
-def _make_eval(net, per_sample_loss, metric_fns, compute_dtype, class_weight, mesh=None):
-    """Jitted (params, state, x, y, idx, mask) -> sums over batches (see :func:`_stack_sums`), in inference mode."""
-
-    def eval_fn(params, state, x, y, idx, mask):
-        def body(sums, batch):
-            i, m = batch
-            xb, yb = x.at[i].get(mode="promise_in_bounds"), y.at[i].get(mode="promise_in_bounds")
-            xb, yb, m = parallel.shard_batch((xb, yb, m), mesh)
-            out = net.apply_with_state(_cast(params, compute_dtype), state, _cast(xb, compute_dtype))[0]
-            out = out.astype(jnp.float32)
-            w = _weights(m, class_weight, out, yb)
-            return jax.tree.map(jnp.add, sums, _batch_sums(out, yb, w, per_sample_loss(out, yb), metric_fns)), None
-
-        return _stack_sums(jax.lax.scan(body, _zero_sums(metric_fns), (idx, mask))[0])
-
-    return jax.jit(eval_fn)
-
-
-def _logs(sums, metric_names, prefix="") -> dict[str, float]:
-    """Per-sample means from a :func:`_stack_sums` vector, read by the host in one transfer."""
-    sums = dict(zip(sorted(("loss", *metric_names, "count")), np.asarray(sums).tolist()))
-    count = max(float(sums.pop("count")), np.finfo(np.float32).tiny)
-    return {prefix + k: float(v) / count for k, v in sums.items()}
+def _training_spec(net, loss, metric_fns, optimizer, *, hyperparams=(), compute_dtype=None, class_weight=None,
+                   mesh=None, skip_nonfinite=False, validation=False) -> programs.Training:
+    """The cache key of a training epoch (see :class:`programs.Training`)."""
+    init = optimizer.init.program.tx.init if isinstance(optimizer.init, optim.OptimizerInit) else optimizer.init
+    step = _step_spec(net, loss, metric_fns, compute_dtype, class_weight, mesh)
+    return programs.Training(**vars(step), init=init, update=optimizer.update, hyperparams=hyperparams,
+                             skip_nonfinite=skip_nonfinite, validation=validation)
 
 
 # -- public API -------------------------------------------------------------------------
@@ -407,26 +296,36 @@ def fit(
             raise TypeError("validation_data must be a pair (x_val, y_val).")
         xv, yv = _as_data(*validation_data, "fit(validation_data)")
         _check_labels(loss, yv, out_shape, "fit(validation_data)")
-    callbacks = list(callbacks)
+    callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]  # a single callback is fine
     for cb in callbacks:
         if not any(hasattr(cb, m) for m in ("on_train_begin", "on_epoch_end", "on_train_end")):
             raise TypeError(f"{cb!r} is not a callback: give it on_epoch_end(epoch, logs, params, *, opt_state, state).")
+        tracker = getattr(cb, "tracker", None)
+        if tracker is not None and hasattr(tracker, "monitor"):
+            _check_monitor(tracker.monitor, metric_names, validation_data is not None)
+    adjusters = [cb for cb in callbacks if callable(getattr(cb, "adjust_hyperparams", None))]
     if verbose:
         callbacks.append(ProgressBar(epochs, verbose, initial_epoch))
 
-    # Never touch the caller's buffers: donation below works on private copies.
-    params = jax.tree.map(jnp.array, params)
-    opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
-    state = jax.tree.map(jnp.array, state)
-    cw_dev = None if cw is None else jnp.asarray(cw)
+    params = _copy(params)  # donation below consumes these buffers: never the caller's
+    fresh = opt_state is None
+    if fresh:  # made inside the first epoch, from this template
+        opt_state, hyper = programs.initial_opt_state(optimizer, params)
+    else:
+        opt_state, hyper = _copy(opt_state), ()
+    run_epoch = programs.training(_training_spec(
+        net, per_sample, metric_fns, optimizer, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
+        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None))
+    state = _copy(state)
+    cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
     x_dev, y_dev = parallel.device_data((x, y), mesh, "fit")
-    run_epoch = _make_epoch(net, per_sample, optimizer, metric_fns, compute_dtype, cw_dev, net.needs_key, mesh,
-                            skip_nonfinite)
+    val = None
     if validation_data is not None:
-        evaluate_val = _make_eval(net, per_sample, metric_fns, compute_dtype, cw_dev, mesh)
         xv_dev, yv_dev = parallel.device_data((xv, yv), mesh, "fit(validation_data)")
-        v_idx, v_mask = parallel.place(_padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0])), mesh)
+        val = (xv_dev, yv_dev, *parallel.place(_padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0])), mesh))
+    names = programs.sum_names(metric_names, skip_nonfinite)
+    val_names = programs.sum_names(metric_names)
 
     key_dev = parallel.place(key, mesh)
     history: dict[str, list[float]] = {}
@@ -436,10 +335,14 @@ def fit(
     for epoch in range(initial_epoch, epochs):
         order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
         idx, mask = parallel.place(_padded_indices(order, batch), mesh)
-        params, opt_state, state, sums = run_epoch(params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch))
-        logs = _logs(sums, metric_fns)
-        if validation_data is not None:
-            logs.update(_logs(evaluate_val(params, state, xv_dev, yv_dev, v_idx, v_mask), metric_fns, "val_"))
+        params, opt_state, state, sums, val_sums = run_epoch(
+            params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev, np.bool_(fresh), val)
+        fresh = False
+        logs = _logs(sums, names)
+        if val is not None:
+            logs.update(_logs(val_sums, val_names, "val_"))
+        if adjusters:
+            logs["learning_rate"] = optim.hyperparams(opt_state)["learning_rate"]
         if not math.isfinite(logs["loss"]) and not skip_nonfinite:
             raise FloatingPointError(
                 f"fit: the training loss became {logs['loss']} in epoch {epoch + 1}; lower the learning rate, "
@@ -452,6 +355,10 @@ def fit(
             hook = getattr(cb, "on_epoch_end", None)
             if hook is not None and hook(epoch, logs, params, opt_state=opt_state, state=state):
                 stop = True
+        for cb in adjusters:  # e.g. a lower learning rate for the next epoch: a value, nothing recompiles
+            changes = cb.adjust_hyperparams(epoch, logs, optim.hyperparams(opt_state))
+            if changes:
+                opt_state = parallel.place(optim.set_hyperparams(opt_state, **changes), mesh)
         if stop:
             break
     for cb in callbacks:
@@ -463,6 +370,9 @@ def fit(
 
 
 def _eval_batches(n: int, batch_size: int | None):
+    """Indices of inference batches; a ``batch_size`` above ``n`` is clamped to ``n``."""
+    if batch_size is not None and not isinstance(batch_size, bool) and isinstance(batch_size, int | np.integer):
+        batch_size = min(int(batch_size), n)
     batch = n if batch_size is None else _batch_size(batch_size, n)
     return _padded_indices(np.arange(n), batch)
 
@@ -479,11 +389,18 @@ def evaluate(
     state: Any = None,
     class_weight: Any = None,
     mesh: Any = None,
+    population: bool = False,
 ) -> dict[str, float]:
-    """Loss and metrics of ``net`` on ``(x, y)`` in inference mode, batched and jitted.
+    """Loss and metrics of ``net`` on ``(x, y)`` in inference mode, batched and compiled once.
 
-    With ``mesh=`` (as in :func:`fit`) each batch is split over the mesh's devices when its
+    The compiled program is cached (see :mod:`jdense.programs`): calling again with the
+    same network structure, loss, metrics and data shapes compiles nothing. With
+    ``mesh=`` (as in :func:`fit`) each batch is split over the mesh's devices when its
     size is a multiple of theirs.
+
+    With ``population=True``, ``params`` (and ``state``) are a population's, with a leading
+    member axis (:func:`jdense.fit_population`), and every value is an array with one entry
+    per member.
 
     Returns:
       ``{"loss": ..., "accuracy": ...}`` (the metrics default as in :func:`fit`).
@@ -495,40 +412,55 @@ def evaluate(
     per_sample = losses_lib.per_sample(loss)
     metric_fns = {m: metrics_lib.get_metric(m) for m in (_default_metrics(loss) if metrics is None else metrics)}
     x, y = _as_data(x, y, "evaluate")
-    state = net.init_state() if state is None else state
-    out_shape = _output_shape(net, params, state, x)
+    state = _default_state(net, params, state, population)
+    out_shape = _output_shape(net, _member(params, population), _member(state, population), x)
     _check_labels(loss, y, out_shape, "evaluate")
     cw = _class_weights(class_weight, out_shape)
-    fn = _make_eval(net, per_sample, metric_fns, None, parallel.place(None if cw is None else jnp.asarray(cw), mesh), mesh)
+    fn = programs.evaluation((_step_spec(net, per_sample, metric_fns, None, cw, mesh), bool(population)))
     idx, mask = _eval_batches(x.shape[0], batch_size)
-    params, state, idx, mask = parallel.place((params, state, idx, mask), mesh)
-    return _logs(fn(params, state, *parallel.device_data((x, y), mesh, "evaluate"), idx, mask), metric_fns)
+    params, state, idx, mask, cw = parallel.place((params, state, idx, mask, cw), mesh)
+    sums = fn(params, state, *parallel.device_data((x, y), mesh, "evaluate"), idx, mask, cw)
+    names = programs.sum_names(metric_fns)
+    if not population:
+        return _logs(sums, names)
+    rows = [_logs(s, names) for s in np.asarray(sums)]
+    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
-@partial(jax.jit, static_argnums=(0, 5))
-def _predict_batches(net, params, state, x, idx, mesh=None):
-    def body(_, i):
-        return None, net.apply_with_state(params, state, parallel.shard_batch(x.at[i].get(mode="promise_in_bounds"), mesh))[0]
+def _member(tree, population: bool):
+    """Member 0 of a population's tree (for shape checks), or the tree itself."""
+    return jax.tree.map(lambda a: a[0], tree) if population else tree
 
-    return parallel.replicate_output(jax.lax.scan(body, None, idx)[1], mesh)
+
+def _default_state(net: Sequential, params, state, population: bool):
+    """``state``, or the network's initial state (one per member for a population)."""
+    if state is not None:
+        return state
+    state = net.init_state()
+    if population and state:
+        members = jax.tree.leaves(params)[0].shape[0]
+        state = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (members, *a.shape)), state)
+    return state
 
 
 def predict(
     net: Sequential, params: Params, x: jax.typing.ArrayLike, *, batch_size: int | None = None, state: Any = None,
-    mesh: Any = None,
+    mesh: Any = None, population: bool = False,
 ) -> jax.Array:
-    """The network's outputs for ``x`` in inference mode, batched and jitted.
+    """The network's outputs for ``x`` in inference mode, batched and compiled once (cached).
 
     With ``mesh=`` (as in :func:`fit`) each batch is split over the mesh's devices when its
-    size is a multiple of theirs; the outputs come back replicated.
+    size is a multiple of theirs; the outputs come back replicated. With
+    ``population=True``, ``params`` (and ``state``) have a leading member axis
+    (:func:`jdense.fit_population`) and so do the outputs.
 
     Example:
       >>> logits = jdense.predict(net, result.params, x_test, batch_size=1024)
       >>> labels = logits.argmax(-1)
     """
     x, _ = _as_data(x, None, "predict")
-    state = net.init_state() if state is None else state
+    state = _default_state(net, params, state, population)
     idx, _ = _eval_batches(x.shape[0], batch_size)
     params, state, idx = parallel.place((params, state, idx), mesh)
-    out = _predict_batches(net, params, state, *parallel.device_data((x,), mesh, "predict"), idx, mesh)
-    return out.reshape(-1, *out.shape[2:])[: x.shape[0]]
+    fn = programs.prediction((programs.structure(net), mesh, bool(population)))
+    return fn(params, state, *parallel.device_data((x,), mesh, "predict"), idx, n=x.shape[0])

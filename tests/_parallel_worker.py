@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jdense
-from jdense import losses, parallel, train
+from jdense import losses, parallel, programs, train
 
 
 def problem():
@@ -65,10 +65,11 @@ def main():
     out["mesh2"] = {"params": max_diff(r.params, plain.params), "devices": len(jax.tree.leaves(r.params)[0].sharding.device_set)}
 
     # The compiled epoch splits each batch of 64 rows into 4 × 16 and all-reduces the gradient.
-    fn = train._make_epoch(net, losses.per_sample("cross_entropy"), kw["optimizer"], {}, None, None, False, mesh=mesh)
+    fn = programs.training(train._training_spec(net, losses.per_sample("cross_entropy"), {}, kw["optimizer"], mesh=mesh))
     idx, mask = train._padded_indices(np.arange(1000), 64)
     p = parallel.place(params, mesh)
     args = parallel.place((p, kw["optimizer"].init(p), {}, x, y, idx, mask, jax.random.key(0)), mesh)
+    args = (*args, np.uint32(0), None, np.bool_(False), None)
     hlo = fn.lower(*args).compile().as_text()
     out["hlo"] = {"all_reduce": "all-reduce" in hlo, "local_rows": bool(re.search(r"f32\[16,32\]", hlo)),
                   "global_rows": bool(re.search(r"f32\[64,32\]", hlo))}

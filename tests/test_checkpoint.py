@@ -87,7 +87,8 @@ def test_round_trip_params_opt_state_and_state_bitwise(tmp_path, trained):
     assert_trees_equal(ckpt.params, params)
     assert_trees_equal(ckpt.opt_state, opt_state)  # the optax NamedTuples come back as they were
     assert_trees_equal(ckpt.state, state)
-    assert type(ckpt.opt_state[0]).__name__ == "ScaleByAdamState"
+    adam = lambda n: type(n).__name__ == "ScaleByAdamState"  # noqa: E731
+    assert type(ckpt.opt_state) is type(opt_state) and any(map(adam, jax.tree.leaves(ckpt.opt_state, is_leaf=adam)))
     assert all(isinstance(x, jax.Array) for x in jax.tree.leaves((ckpt.params, ckpt.opt_state, ckpt.state)))
     assert "params=<6 arrays" in repr(ckpt)
 
@@ -106,7 +107,8 @@ def test_load_without_like_rebuilds_dicts_and_net(tmp_path, trained):
     assert_trees_equal(again.opt_state, opt_state)
     info = read_info(tmp_path / "m.safetensors")
     assert info["format"] == "jdense-checkpoint/1"
-    assert "opt_state/0/mu/dense_0/w" in info["opt_state"]["leaves"]
+    assert any(name.endswith("/mu/dense_0/w") for name in info["opt_state"]["leaves"])
+    assert "opt_state/hyperparams/learning_rate" in info["opt_state"]["leaves"]
     assert "ScaleByAdamState" in info["opt_state"]["treedef"]
 
 

@@ -689,12 +689,12 @@ def test_evaluate_and_predict_guards():
     params = _params(CLS_NET)
     with pytest.raises(ValueError, match=r"evaluate: 1 labels are outside 0\.\.2"):
         jdense.evaluate(CLS_NET, params, X, np.where(np.arange(N) == 0, 7, Y), loss="cross_entropy")
-    with pytest.raises(ValueError, match=r"batch_size=11 is larger than the data set"):
-        jdense.evaluate(CLS_NET, params, X, Y, loss="cross_entropy", batch_size=11)
+    # A batch larger than the data is clamped to it in inference (as the README's batch_size=1024).
+    assert jdense.evaluate(CLS_NET, params, X, Y, loss="cross_entropy", batch_size=11) == jdense.evaluate(
+        CLS_NET, params, X, Y, loss="cross_entropy")
     with pytest.raises(ValueError, match=r"evaluate: x has 10 samples but y has 9"):
         jdense.evaluate(CLS_NET, params, X, Y[:9], loss="cross_entropy")
-    with pytest.raises(ValueError, match=r"batch_size=11 is larger than the data set"):
-        jdense.predict(CLS_NET, params, X, batch_size=11)
+    np.testing.assert_array_equal(jdense.predict(CLS_NET, params, X, batch_size=11), jdense.predict(CLS_NET, params, X))
     with pytest.raises(ValueError, match=r"predict: x is empty"):
         jdense.predict(CLS_NET, params, X[:0])
 

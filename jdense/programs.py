@@ -1,0 +1,318 @@
+"""The compiled programs of :func:`jdense.fit`, :func:`jdense.evaluate` and :func:`jdense.predict`.
+
+Each program is built once per *structure* and kept in a bounded LRU cache: a later call
+with the same network structure, loss, metrics, optimizer structure and options runs
+the compiled program again (``jax.jit`` adds its own cache per shapes and dtypes of the
+data). What is only a value travels as an argument, never as a constant: the
+hyperparameters sit in the optimizer state (:mod:`jdense.optim`), class weights and
+keys are arrays. So a new learning rate, L2 strength, data set of the same shape or
+set of initial params compiles nothing. :func:`clear_cache` empties every cache.
+
+The training epoch runs every minibatch step in one ``jax.lax.scan``: each step gathers
+its rows by index from the device-resident data, computes the loss and its gradient,
+applies the optax update and adds to the metric sums. A fresh optimizer state is made
+inside the first epoch (no program of its own), and validation runs at the end of
+each epoch in the same program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jdense import losses as losses_lib
+from jdense import parallel
+from jdense.layers import BatchNorm, Dense
+from jdense.network import Sequential
+
+CACHE_SIZE = 64
+"""How many programs of each kind (training, evaluation, prediction) stay compiled."""
+
+
+def structure(net: Sequential) -> Sequential:
+    """``net`` without what only init or the optimizer reads (initializer, ``lambda_``, ``l1``, ...).
+
+    Two networks with the same structure run the same compiled programs.
+    """
+    def strip(layer):
+        if type(layer) is Dense:
+            return dataclasses.replace(layer, initializer="auto", optimizer=None, lambda_=0.0, l1=0.0, trainable=True)
+        if type(layer) is BatchNorm:
+            return dataclasses.replace(layer, trainable=True)
+        return layer
+
+    return Sequential([strip(layer) for layer in net.layers])
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What shapes the forward pass and its sums: the key of evaluation programs."""
+
+    net: Sequential
+    loss: Callable
+    metrics: tuple[tuple[str, Callable], ...]
+    compute_dtype: Any = None
+    class_weighted: bool = False
+    mesh: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Training(Step):
+    """The key of a training epoch: a :class:`Step` plus the optimizer's structure and options.
+
+    ``init`` and ``update`` are the optimizer's structural functions (shared by every
+    :func:`jdense.optimizer` of one structure; for a user's optax transformation, its own).
+    ``hyperparams`` names the values that a fresh state takes from the host.
+    """
+
+    init: Callable = None
+    update: Callable = None
+    hyperparams: tuple[str, ...] = ()
+    skip_nonfinite: bool = False
+    validation: bool = False
+
+
+def _cached(build):
+    """LRU-cache ``build(spec)``; a spec that cannot be hashed (a user's unhashable layer) is built each time."""
+    cached = functools.lru_cache(maxsize=CACHE_SIZE)(build)
+
+    @functools.wraps(build)
+    def get(spec):
+        try:
+            hash(spec)
+        except TypeError:
+            return build(spec)
+        return cached(spec)
+
+    get.cache_clear, get.cache_info = cached.cache_clear, cached.cache_info
+    return get
+
+
+# -- pieces of the step -------------------------------------------------------------------
+def _cast(tree, dtype):
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def _weights(mask, class_weight, outputs, targets):
+    """Per-sample weights: the padding mask times the class weight of each sample's label."""
+    return mask if class_weight is None else mask * class_weight[losses_lib.labels_of(outputs, targets)]
+
+
+def _batch_sums(outputs, y, weights, loss_values, metric_fns):
+    sums = {"loss": jnp.sum(weights * loss_values.astype(jnp.float32))}
+    for name, fn in metric_fns:
+        sums[name] = jnp.sum(weights * fn(outputs, y).astype(jnp.float32))
+    sums["count"] = jnp.sum(weights)
+    return sums
+
+
+def sum_names(metric_names, skip_nonfinite: bool = False) -> tuple[str, ...]:
+    """The order of the entries of a sums vector (see :func:`_stack`)."""
+    return tuple(sorted(("loss", *metric_names, "count", *(("skipped",) if skip_nonfinite else ()))))
+
+
+def _zero_sums(names) -> dict[str, jax.Array]:
+    return {k: jnp.zeros((), jnp.float32) for k in names}
+
+
+def _stack(sums):
+    """The sums as one vector (sorted keys), read by the host in one transfer."""
+    return jnp.stack([sums[k] for k in sorted(sums)])
+
+
+def _gather(a, i):
+    return a.at[i].get(mode="promise_in_bounds")
+
+
+# One gather fetches the rows of several steps, about this many bytes (see _epoch).
+_CHUNK_BYTES = 1 << 20
+
+
+def chunk_steps(steps: int, batch: int, x, y) -> int:
+    """Steps whose rows one gather fetches: about _CHUNK_BYTES, in [1, steps], equal chunks.
+
+    1 (a gather per step) when fewer than 4 batches fit: such batches are large enough
+    that the step, not the hand-off, dominates (measured neutral for 784-128-64-10/b128).
+    """
+    row_bytes = math.prod(x.shape[1:]) * x.dtype.itemsize + math.prod(y.shape[1:]) * y.dtype.itemsize
+    most = min(steps, _CHUNK_BYTES // max(1, batch * row_bytes))
+    if most < 4:
+        return 1
+    return -(-steps // -(-steps // most))  # ceil(steps / number of chunks): the last chunk pads few steps
+
+
+def _sums(spec: Step, params, state, x, y, idx, mask, class_weight):
+    """Loss and metric sums over batches in inference mode (a :func:`_stack` vector)."""
+    metric_names = [n for n, _ in spec.metrics]
+
+    def body(sums, batch):
+        i, m = batch
+        xb, yb, m = parallel.shard_batch((_gather(x, i), _gather(y, i), m), spec.mesh)
+        out = spec.net.apply_with_state(_cast(params, spec.compute_dtype), state, _cast(xb, spec.compute_dtype))[0]
+        out = out.astype(jnp.float32)
+        w = _weights(m, class_weight, out, yb)
+        return jax.tree.map(jnp.add, sums, _batch_sums(out, yb, w, spec.loss(out, yb), spec.metrics)), None
+
+    return _stack(jax.lax.scan(body, _zero_sums(sum_names(metric_names)), (idx, mask))[0])
+
+
+# -- programs -----------------------------------------------------------------------------
+def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch_number, class_weight, fresh,
+           validation):
+    """One epoch: ``-> (params, opt_state, state, sums, val_sums)`` (sums as :func:`_stack` vectors).
+
+    ``fresh`` (a traced bool) replaces ``opt_state`` (then a template of the right shapes)
+    by the optimizer's initial state. The rows are gathered by chunks of steps (about
+    ``_CHUNK_BYTES``) rather than step by step: on a multi-core CPU, XLA splits a gather
+    from an array larger than ~0.5 MB over its threads, and that hand-off, once per step,
+    costs as much as a small network's whole step. Results are bitwise those of a
+    per-step gather.
+    """
+    net, use_key = spec.net, spec.net.needs_key
+
+    def initial(template):
+        new = spec.init(params)
+        if spec.hyperparams:  # this optimizer's values, not the structure's placeholders
+            new = new._replace(hyperparams={**new.hyperparams, **{k: template.hyperparams[k] for k in spec.hyperparams}})
+        return new
+
+    opt_state = jax.lax.cond(fresh, initial, lambda s: s, opt_state)
+
+    def step(carry, batch):
+        params, opt_state, state, sums = carry
+        xb, yb, m, k = batch
+        xb, yb, m = parallel.shard_batch((xb, yb, m), spec.mesh)  # rows split over the mesh; no-op without
+
+        def loss_fn(p):
+            out, new_state = net.apply_with_state(
+                _cast(p, spec.compute_dtype), state, _cast(xb, spec.compute_dtype), train=True,
+                key=k if use_key else None, mask=m,
+            )
+            out = out.astype(jnp.float32)
+            values = spec.loss(out, yb)
+            if values.shape != (xb.shape[0],):
+                raise ValueError(f"a loss callable must return per-sample losses of shape ({xb.shape[0]},), got {values.shape}.")
+            w = _weights(m, class_weight, out, yb)
+            return losses_lib.weighted_mean(values, w), (out, new_state, values, w)
+
+        grads, (out, new_state, values, w) = jax.grad(loss_fn, has_aux=True)(params)
+        updates, new_opt_state = spec.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        batch_sums = _batch_sums(out, yb, w, values, spec.metrics)
+        if spec.skip_nonfinite:  # keep params, optimizer and BatchNorm state of a step whose update is not finite
+            ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves((updates, new_params))]))
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+            new_params, new_opt_state, new_state = keep((new_params, new_opt_state, new_state), (params, opt_state, state))
+            batch_sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), batch_sums)
+            batch_sums["skipped"] = jnp.where(ok, 0.0, 1.0)
+        return new_params, new_opt_state, new_state, jax.tree.map(jnp.add, sums, batch_sums)
+
+    steps, batch = idx.shape
+    # Per-step keys only for a network that draws random numbers (Dropout).
+    keys = jax.random.split(jax.random.fold_in(key, epoch_number), steps) if use_key else jnp.zeros((steps,), jnp.uint32)
+    names = sum_names([n for n, _ in spec.metrics], spec.skip_nonfinite)
+    carry = (params, opt_state, state, _zero_sums(names))
+    k = 1 if spec.mesh is not None else chunk_steps(steps, batch, x, y)
+    if k == 1:
+        def one(carry, b):
+            i, m, kk = b
+            return step(carry, (_gather(x, i), _gather(y, i), m, kk)), None
+
+        carry, _ = jax.lax.scan(one, carry, (idx, mask, keys))
+    else:
+        chunks = -(-steps // k)
+        pad = chunks * k - steps  # the last chunk runs only its real steps (no update for the padding)
+        if pad:
+            idx = jnp.concatenate([idx, jnp.zeros((pad, batch), idx.dtype)])
+            mask = jnp.concatenate([mask, jnp.zeros((pad, batch), mask.dtype)])
+            keys = jnp.concatenate([keys, keys[:pad]])
+
+        def chunk(carry, c):
+            i, m, kk, first = c
+            xs = _gather(x, i.reshape(-1)).reshape(k, batch, *x.shape[1:])
+            ys = _gather(y, i.reshape(-1)).reshape(k, batch, *y.shape[1:])
+            run = lambda j, carry: step(carry, (xs[j], ys[j], m[j], kk[j]))  # noqa: E731
+            return jax.lax.fori_loop(0, jnp.minimum(k, steps - first) if pad else k, run, carry), None
+
+        firsts = jnp.arange(chunks, dtype=jnp.int32) * k
+        carry, _ = jax.lax.scan(chunk, carry, (idx.reshape(chunks, k, batch), mask.reshape(chunks, k, batch),
+                                               keys.reshape(chunks, k, *keys.shape[1:]), firsts))
+    params, opt_state, state, sums = carry
+    val_sums = None if validation is None else _sums(spec, params, state, *validation, class_weight)
+    return params, opt_state, state, _stack(sums), val_sums
+
+
+@_cached
+def training(spec: Training):
+    """The jitted epoch of :func:`_epoch` for ``spec``; params, optimizer and network state are donated."""
+    return jax.jit(functools.partial(_epoch, spec), donate_argnums=(0, 1, 2))
+
+
+@_cached
+def evaluation(key: tuple[Step, bool]):
+    """Jitted ``(params, state, x, y, idx, mask, class_weight) -> sums`` in inference mode.
+
+    ``key = (spec, population)``; with ``population``, params and state have a leading
+    member axis and so do the sums.
+    """
+    spec, population = key
+    fn = functools.partial(_sums, spec)
+    return jax.jit(jax.vmap(fn, in_axes=(0, 0) + (None,) * 5) if population else fn)
+
+
+def _outputs(net: Sequential, mesh, params, state, x, idx, n):
+    def body(_, i):
+        return None, net.apply_with_state(params, state, parallel.shard_batch(_gather(x, i), mesh))[0]
+
+    out = parallel.replicate_output(jax.lax.scan(body, None, idx)[1], mesh)
+    return out.reshape(-1, *out.shape[2:])[:n]
+
+
+@_cached
+def prediction(key: tuple):
+    """Jitted ``(params, state, x, idx, *, n) -> the first n outputs`` for ``key = (net, mesh, population)``."""
+    net, mesh, population = key
+
+    def outputs(params, state, x, idx, n):
+        if population:
+            return jax.vmap(lambda p, s: _outputs(net, mesh, p, s, x, idx, n))(params, state)
+        return _outputs(net, mesh, params, state, x, idx, n)
+
+    return jax.jit(outputs, static_argnames="n")
+
+
+def initial_opt_state(tx: optax.GradientTransformation, params) -> tuple[Any, tuple[str, ...]]:
+    """A host template of ``tx.init(params)`` for :func:`_epoch` to fill, and the hyperparameters it carries.
+
+    Zeros of the right shapes (no program is compiled for it); a :func:`jdense.optimizer`'s
+    hyperparameter values are set here, the rest is made inside the first epoch.
+    """
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(tx.init, params))
+    values = getattr(tx.init, "hyperparams", None)
+    if values is None:
+        return template, ()
+    from jdense.optim import host_values, with_values
+
+    return with_values(template, host_values(values)), tuple(sorted(values))
+
+
+def clear_cache() -> None:
+    """Forget every compiled program of jdense (training, evaluation, prediction, init, optimizer init).
+
+    The next call of each compiles again. JAX's own caches are left alone
+    (``jax.clear_caches()`` empties those).
+    """
+    from jdense import network, optim
+
+    for fn in (training, evaluation, prediction, network._init_program, optim._program):
+        fn.cache_clear()
