@@ -11,7 +11,9 @@ from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
 from jdense.network import Sequential, mlp, summary
-from jdense.optim import optimizer
+from jdense.optim import hyperparams, optimizer, set_hyperparams
+from jdense.population import PopulationResult, ensemble_evaluate, ensemble_predict, fit_population, grid
+from jdense.programs import clear_cache
 from jdense.train import FitResult, evaluate, fit, predict
 
 __version__ = "0.1.0"
@@ -23,11 +25,17 @@ __all__ = [
     "Checkpoint",
     "EarlyStopping",
     "FitResult",
+    "PopulationResult",
     "ProgressBar",
+    "ensemble_evaluate",
+    "ensemble_predict",
     "evaluate",
     "fit",
+    "fit_population",
+    "grid",
     "predict",
     "save",
+    "set_hyperparams",
     "Dense",
     "Dropout",
     "Flatten",
@@ -36,8 +44,10 @@ __all__ = [
     "Sequential",
     "activations",
     "checkpoint_callback",
+    "clear_cache",
     "data",
     "apply",
+    "hyperparams",
     "init",
     "initializers",
     "load",

@@ -1,0 +1,165 @@
+"""Populations: each member of fit_population trains as jdense.fit trains it alone.
+
+The reference for member ``i`` is a separate ``jdense.fit`` of a network carrying the
+member's ``lambda_`` and dropout rate, from ``net.init(jax.random.key(seed_i))``, with
+``jdense.optimizer(net_i, base, learning_rate_i)`` and the same key (hence the same
+batch order and dropout masks). Populations run as one vmapped program, so the match is
+up to float rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import jdense
+
+MEMBER_TOL = 1e-4  # |member param - separate fit param| after 3 epochs (float rounding of batched matmuls)
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(80, 6)).astype(np.float32)
+Y = ((X[:, 0] > 0).astype(np.int32) + (X[:, 1] > 0.5).astype(np.int32))
+XV, YV = X[:24], Y[:24]
+NET = jdense.mlp([6, 12, 3], dropout=0.2)
+KW = dict(loss="cross_entropy", epochs=3, batch_size=16, key=jax.random.key(4), verbose=0)
+
+
+def _alone(net, member, **kw):
+    layers = [dataclasses.replace(layer, lambda_=member.get("lambda_", layer.lambda_)) if isinstance(layer, jdense.Dense)
+              else jdense.Dropout(member.get("dropout", layer.rate)) for layer in net.layers]
+    net_i = jdense.Sequential(layers)
+    return jdense.fit(net_i, net_i.init(jax.random.key(member["seed"])), X, Y,
+                      optimizer=jdense.optimizer(net_i, "adam", member.get("learning_rate", 1e-3)), **{**KW, **kw})
+
+
+@pytest.fixture(scope="module")
+def grid_population():
+    members = jdense.grid(learning_rate=[1e-3, 2e-2], lambda_=[0.0, 1e-2], dropout=[0.0, 0.3])
+    return jdense.fit_population(NET, X, Y, members=members, validation_data=(XV, YV), **KW)
+
+
+def test_grid_is_the_cartesian_product():
+    members = jdense.grid(learning_rate=[1e-3, 3e-3, 1e-2], lambda_=[0.0, 1e-4], seed=range(5))
+    assert len(members) == 30
+    assert members[0] == {"learning_rate": 1e-3, "lambda_": 0.0, "seed": 0}
+    assert members[1] == {"learning_rate": 1e-3, "lambda_": 0.0, "seed": 1}
+    assert members[-1] == {"learning_rate": 1e-2, "lambda_": 1e-4, "seed": 4}
+    with pytest.raises(ValueError, match="grid axis 'seed' is empty"):
+        jdense.grid(seed=[])
+    with pytest.raises(TypeError, match="grid axis 'learning_rate' must be an iterable"):
+        jdense.grid(learning_rate=1e-3)
+
+
+@pytest.mark.parametrize("i", [0, 3, 5, 6])
+def test_members_equal_separate_fits(grid_population, i):
+    member = grid_population.members[i]
+    alone = _alone(NET, member, validation_data=(XV, YV))
+    mine = grid_population.member(i)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(mine.params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+    np.testing.assert_allclose(mine.history["val_loss"], alone.history["val_loss"], atol=MEMBER_TOL)
+    assert mine.epochs == alone.epochs == 3
+
+
+def test_result_shapes_and_population_predict(grid_population):
+    pop = grid_population
+    assert pop.history["loss"].shape == (3, 8) and pop.history["val_accuracy"].shape == (3, 8)
+    assert pop.epochs.tolist() == [3] * 8
+    assert jax.tree.leaves(pop.params)[0].shape[0] == 8
+    out = np.asarray(jdense.predict(NET, pop.params, XV, population=True))
+    assert out.shape == (8, 24, 3)
+    for i in (0, 7):
+        member = jax.tree.map(lambda a: a[i], pop.params)
+        np.testing.assert_allclose(out[i], np.asarray(NET.apply(member, XV)), atol=1e-6)
+    per_member = jdense.evaluate(NET, pop.params, XV, YV, loss="cross_entropy", population=True)
+    assert per_member["loss"].shape == (8,)
+    np.testing.assert_allclose(per_member["loss"], pop.history["val_loss"][-1], rtol=1e-5)
+    best = pop.best("val_loss")
+    assert pop.history["val_loss"][-1, best] == np.nanmin(pop.history["val_loss"][-1])
+    assert pop.best("val_accuracy") == int(np.argmax(pop.history["val_accuracy"][-1]))
+
+
+def test_ensemble_averages_member_probabilities(grid_population):
+    pop = grid_population
+    logits = np.asarray(jdense.predict(NET, pop.params, XV, population=True), np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_allclose(jdense.ensemble_predict(NET, pop.params, XV), probs.mean(0), rtol=1e-6)
+    ens = jdense.ensemble_evaluate(NET, pop.params, XV, YV)
+    mean = probs.mean(0)
+    np.testing.assert_allclose(ens["loss"], -np.log(mean[np.arange(24), YV]).mean(), rtol=1e-6)
+    assert ens["accuracy"] == np.mean(mean.argmax(-1) == YV)
+
+
+def test_int_members_are_seeds():
+    net = jdense.mlp([6, 8, 3])
+    pop = jdense.fit_population(net, X, Y, members=3, **{**KW, "epochs": 2})
+    assert [m["seed"] for m in pop.members] == [0, 1, 2]
+    alone = _alone(net, {"seed": 2}, epochs=2)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(2).params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+
+
+def test_early_stopping_acts_per_member():
+    """A member with learning rate ~0 stops after patience+1 epochs; the other trains on; the stopped one is frozen."""
+    net = jdense.mlp([6, 8, 3])
+    members = [{"learning_rate": 1e-12, "seed": 0}, {"learning_rate": 5e-2, "seed": 0}]
+    stop = jdense.EarlyStopping("loss", patience=2, min_delta=1e-4, restore_best=False)
+    pop = jdense.fit_population(net, X, Y, members=members, callbacks=[stop], **{**KW, "epochs": 8})
+    assert pop.epochs.tolist() == [3, 8]
+    assert np.isnan(pop.history["loss"][3:, 0]).all() and np.isfinite(pop.history["loss"][:, 1]).all()
+    frozen = _alone(net, members[0], epochs=3)
+    for a, b in zip(jax.tree.leaves(frozen.params), jax.tree.leaves(pop.member(0).params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+    assert len(pop.member(0).history["loss"]) == 3
+
+
+def test_early_stopping_restores_each_members_best():
+    net = jdense.mlp([6, 8, 3])
+    members = [{"learning_rate": 0.5, "seed": 1}, {"learning_rate": 1e-2, "seed": 2}]
+    stop = jdense.EarlyStopping("val_loss", patience=2, restore_best=True)
+    pop = jdense.fit_population(net, X, Y, members=members, callbacks=[stop], validation_data=(XV, YV),
+                                **{**KW, "epochs": 6})
+    got = jdense.evaluate(net, pop.params, XV, YV, loss="cross_entropy", population=True)["loss"]
+    for i in range(2):
+        best = np.nanmin(pop.history["val_loss"][:, i])
+        np.testing.assert_allclose(got[i], best, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "members, exc, match",
+    [
+        (0, ValueError, r"members must be a positive count"),
+        ([], ValueError, r"members is empty"),
+        ([{"learning_rate": 1e-3}, {"lr": 1e-3}], ValueError, r"member 1 has unknown keys \['lr'\]"),
+        ([{"learning_rate": -1.0}], ValueError, r"member 0: learning_rate must be a finite positive float"),
+        ([{"dropout": 1.5}], ValueError, r"member 0: dropout must be a rate in \[0, 1\)"),
+        ([{"lambda_": -1e-3}], ValueError, r"member 0: lambda_ must be a finite non-negative float"),
+        ([{"seed": "a"}], ValueError, r"member 0: seed must be an int"),
+        (["adam"], TypeError, r"member 0 must be a dict"),
+        ("five", TypeError, r"members must be a positive int or a list of dicts"),
+    ],
+)
+def test_bad_members(members, exc, match):
+    with pytest.raises(exc, match=match):
+        jdense.fit_population(NET, X, Y, members=members, **KW)
+
+
+def test_member_dropout_needs_a_dropout_layer():
+    with pytest.raises(ValueError, match=r"a member sets dropout but the network has no Dropout layer"):
+        jdense.fit_population(jdense.mlp([6, 8, 3]), X, Y, members=[{"dropout": 0.1}], **KW)
+
+
+def test_population_checkpoint_round_trip(tmp_path, grid_population):
+    pop = grid_population
+    path = jdense.save(tmp_path / "pop.safetensors", pop.params, pop.opt_state, state=pop.state)
+    back = jdense.load(path, like={"params": pop.params, "opt_state": pop.opt_state, "state": pop.state})
+    for a, b in zip(jax.tree.leaves((pop.params, pop.opt_state)), jax.tree.leaves((back.params, back.opt_state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    one = pop.member(2)
+    path = jdense.save(tmp_path / "one.safetensors", one.params, net=NET)
+    np.testing.assert_array_equal(np.asarray(jdense.load(path).params["dense_0"]["w"]),
+                                  np.asarray(pop.params["dense_0"]["w"][2]))
