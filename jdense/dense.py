@@ -50,6 +50,8 @@ def init(
 
     Raises:
       TypeError, ValueError: for non-positive sizes, unknown names or a non-floating dtype.
+      ValueError: when the params would not fit in the default device's memory
+        (checked on the sizes, before anything is allocated).
 
     Example:
       >>> params = init(jax.random.key(0), 784, 128)
@@ -59,7 +61,11 @@ def init(
     in_features = _checks.positive_int("in_features", in_features)
     out_features = _checks.positive_int("out_features", out_features)
     dtype = _checks.floating_dtype("dtype", dtype)
+    use_bias = _checks.boolean("use_bias", use_bias)
     w_init = get_initializer(initializer, activation)
+    nbytes = (in_features * out_features + out_features * use_bias) * dtype.itemsize
+    bias = f" and b ({out_features},)" if use_bias else ""
+    _checks.fits_device("this dense layer", nbytes, f"w ({in_features}, {out_features}){bias} {dtype.name}")
     params = {"w": w_init(key, (in_features, out_features), dtype)}
     if use_bias:
         params["b"] = jnp.zeros((out_features,), dtype)
@@ -86,8 +92,9 @@ def apply(
       An array of shape ``(..., out_features)``.
 
     Raises:
-      ValueError: when ``x``'s last axis is not ``in_features`` (checked on static
-        shapes, so it also fires under ``jax.jit``).
+      ValueError: when ``w`` is not 2-D, ``b`` is not ``(out_features,)``, or ``x``'s
+        last axis is not ``in_features`` (checked on static shapes, so it also fires
+        under ``jax.jit``).
 
     Example:
       >>> params = init(jax.random.key(0), 3, 2)
@@ -98,6 +105,16 @@ def apply(
         raise TypeError(f"params must be the dict made by jdense.init, with a 'w' entry; got {type(params).__name__}.")
     fn = get_activation(activation)
     w, b = params["w"], params.get("b")
+    if jnp.ndim(w) != 2:
+        raise ValueError(
+            f"params['w'] must be 2-D (in_features, out_features), got shape {jnp.shape(w)}; "
+            "pass the params made by jdense.init(key, in_features, out_features)."
+        )
+    if b is not None and jnp.shape(b) != (w.shape[1],):
+        raise ValueError(
+            f"params['b'] must have shape ({w.shape[1]},) to match w of shape {w.shape}, got {jnp.shape(b)}; "
+            "pass the params made by jdense.init(key, in_features, out_features)."
+        )
     x = jnp.asarray(x)
     if x.ndim == 0 or x.shape[-1] != w.shape[0]:
         raise ValueError(
