@@ -109,28 +109,30 @@ def device_capacity() -> tuple[int, str] | None:
     return _capacity(device)
 
 
-class ParamsTooLarge(ValueError):
-    """Params that cannot fit on the device; ``nbytes`` and ``detail`` let a caller rename ``what``."""
-
-    def __init__(self, message: str, nbytes: int, detail: str):
-        super().__init__(message)
-        self.nbytes, self.detail = nbytes, detail
-
-
-def too_large(what: str, nbytes: int, detail: str) -> ParamsTooLarge | None:
-    """The error for ``nbytes`` of params that cannot fit on the default device, else None."""
+def fits_device(what: str, nbytes: int, detail: str) -> None:
+    """Raise before anything is allocated when ``nbytes`` of params cannot fit on the default device."""
     capacity = device_capacity()
     if capacity is not None and nbytes > capacity[0]:
         limit, where = capacity
-        return ParamsTooLarge(
+        raise ValueError(
             f"{what} needs {nbytes:,} bytes ({_size(nbytes)}) for its params ({detail}), but the device "
             f"holds at most {limit:,} bytes ({_size(limit)}; {where}); use fewer features, a smaller "
-            "dtype (e.g. dtype=jnp.bfloat16) or a device with more memory.",
-            nbytes, detail,
+            "dtype (e.g. dtype=jnp.bfloat16) or a device with more memory."
         )
 
 
-def fits_device(what: str, nbytes: int, detail: str) -> None:
-    """Raise :func:`too_large`'s error, before anything is allocated."""
-    if (err := too_large(what, nbytes, detail)) is not None:
-        raise err
+def nbytes(shapes) -> int:
+    """Bytes of a tree of arrays or ``jax.ShapeDtypeStruct`` leaves."""
+    return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(shapes))
+
+
+def params_fit_device(what: str, shapes) -> None:
+    """:func:`fits_device` for a tree of ``jax.ShapeDtypeStruct`` leaves, listing them in the message."""
+    if (capacity := device_capacity()) is None or nbytes(shapes) <= capacity[0]:
+        return
+    leaves = sorted(jax.tree_util.tree_flatten_with_path(shapes)[0], key=lambda item: -nbytes(item[1]))  # largest first
+    detail = " and ".join(
+        f"{'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)} {tuple(leaf.shape)} {np.dtype(leaf.dtype).name}"
+        for path, leaf in leaves
+    )
+    fits_device(what, nbytes(shapes), detail)

@@ -58,18 +58,34 @@ def init(
       >>> params["w"].shape, params["b"].shape
       ((784, 128), (128,))
     """
+    shapes = param_shapes(in_features, out_features, use_bias=use_bias, dtype=dtype)
+    w_init = get_initializer(initializer, activation)
+    _checks.params_fit_device("this dense layer", shapes)
+    params = {"w": w_init(key, shapes["w"].shape, shapes["w"].dtype)}
+    if use_bias:
+        params["b"] = jnp.zeros(shapes["b"].shape, shapes["b"].dtype)
+    return params
+
+
+def param_shapes(
+    in_features: int, out_features: int, *, use_bias: bool = True, dtype: Any = jnp.float32
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes and dtypes of :func:`init`'s params, without allocating (or tracing) anything.
+
+    Raises:
+      TypeError, ValueError: for non-positive sizes, a non-bool ``use_bias`` or a non-floating dtype.
+
+    Example:
+      >>> param_shapes(784, 128)["w"]
+      ShapeDtypeStruct(shape=(784, 128), dtype=float32)
+    """
     in_features = _checks.positive_int("in_features", in_features)
     out_features = _checks.positive_int("out_features", out_features)
     dtype = _checks.floating_dtype("dtype", dtype)
-    use_bias = _checks.boolean("use_bias", use_bias)
-    w_init = get_initializer(initializer, activation)
-    nbytes = (in_features * out_features + out_features * use_bias) * dtype.itemsize
-    bias = f" and b ({out_features},)" if use_bias else ""
-    _checks.fits_device("this dense layer", nbytes, f"w ({in_features}, {out_features}){bias} {dtype.name}")
-    params = {"w": w_init(key, (in_features, out_features), dtype)}
-    if use_bias:
-        params["b"] = jnp.zeros((out_features,), dtype)
-    return params
+    shapes = {"w": jax.ShapeDtypeStruct((in_features, out_features), dtype)}
+    if _checks.boolean("use_bias", use_bias):
+        shapes["b"] = jax.ShapeDtypeStruct((out_features,), dtype)
+    return shapes
 
 
 def apply(

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdense import _checks
+from jdense import _checks, dense
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer, as_layer
 
 Params = dict[str, Any]
@@ -84,10 +84,10 @@ class Sequential:
             together) would not fit in the default device's memory; the error names the
             layer, its bytes and the device's capacity.
         """
-        shapes = self._param_shapes()
-        total = sum(_nbytes(tree) for tree in shapes.values() if tree is not None)
-        largest = max(shapes, key=lambda name: _nbytes(shapes[name]) if shapes[name] is not None else 0)
-        _checks.fits_device("this network", total, f"{len(self.layers)} layers, the largest {largest}")
+        shapes = self._param_shapes()  # refuses a layer too large for the device
+        largest = max(shapes, key=lambda name: _checks.nbytes(shapes[name]))
+        detail = f"{len(self.layers)} layers, the largest {largest}"
+        _checks.fits_device("this network", _checks.nbytes(shapes), detail)
         try:
             hash(self)
         except TypeError:
@@ -97,8 +97,8 @@ class Sequential:
     def _param_shapes(self) -> dict[str, Any]:
         """Each layer's params as ``jax.ShapeDtypeStruct`` leaves (None where a user layer cannot be traced).
 
-        Derived from static shapes with ``jax.eval_shape`` (traced, never compiled) and
-        cached per network.
+        Derived from static shapes (``jax.eval_shape`` for layers other than Dense: traced,
+        never compiled) and cached per network. Raises for a layer too large for the device.
         """
         try:
             return _param_shapes(self)
@@ -306,14 +306,16 @@ _jit_init = jax.jit(Sequential._init, static_argnums=0)
 def _param_shapes(net: Sequential) -> dict[str, Any]:
     out = {}
     for name, layer in zip(net.names, net.layers):
-        try:
-            out[name] = jax.eval_shape(lambda layer=layer: layer.init(jax.random.key(0)))
-        except _checks.ParamsTooLarge as err:
-            raise (_checks.too_large(name, err.nbytes, err.detail) or err) from None
-        except Exception:
-            if type(layer).__name__ in _LAYER_TYPES:
-                raise
-            out[name] = None  # a user layer whose init needs concrete values
+        if isinstance(layer, Dense):  # no tracing: its initializer costs ~10 ms to trace
+            out[name] = dense.param_shapes(layer.in_features, layer.out_features, use_bias=layer.use_bias, dtype=layer.dtype)
+        else:
+            try:
+                out[name] = jax.eval_shape(lambda layer=layer: layer.init(jax.random.key(0)))
+            except Exception:
+                if type(layer).__name__ in _LAYER_TYPES:
+                    raise
+                out[name] = None  # a user layer whose init needs concrete values
+        _checks.params_fit_device(name, out[name])
     return out
 
 
@@ -347,10 +349,6 @@ def _mismatch(net: Sequential, params: Mapping[str, Any]) -> str | None:
     if extra:
         return f"params has {_listing(extra)}, which this network has no params for (its layers are {_listing(net.names)})"
     return None
-
-
-def _nbytes(tree: Any) -> int:
-    return sum(math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
 
 
 def _is_key(x: Any) -> bool:

@@ -407,7 +407,7 @@ def test_use_bias_must_be_a_bool():
 def test_params_larger_than_the_device_are_refused_before_allocating():
     """10**6 x 10**6 float32 is 4 TB: refused at once (it used to return and fail later)."""
     with pytest.raises(ValueError, match=r"this dense layer needs 4,000,004,000,000 bytes \(3\.6 TiB\) for its params "
-                       r"\(w \(1000000, 1000000\) and b \(1000000,\) float32\), but the device holds at most [\d,]+ bytes"):
+                       r"\(w \(1000000, 1000000\) float32 and b \(1000000,\) float32\), but the device holds at most [\d,]+ bytes"):
         jdense.init(jax.random.key(0), 10**6, 10**6)
 
 
@@ -425,3 +425,10 @@ def test_capacity_is_the_device_limit_or_the_host_memory(monkeypatch):
     with pytest.raises(ValueError, match=r"needs 1,201,200 bytes \(1\.1 MiB\).*at most 1,048,576 bytes \(1\.0 MiB; a 1 MiB test device\)"):
         jdense.init(jax.random.key(0), 1000, 300)
     assert jax.eval_shape(lambda: jdense.init(jax.random.key(0), 1000, 200))["w"].shape == (1000, 200)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_param_shapes_are_init_shapes_without_allocating(use_bias):
+    shapes = jdense.dense.param_shapes(4, 3, use_bias=use_bias, dtype=jnp.bfloat16)
+    assert shapes == jax.eval_shape(lambda: jdense.init(jax.random.key(0), 4, 3, use_bias=use_bias, dtype=jnp.bfloat16))
+    assert jdense.dense.param_shapes(10**9, 10**9)["w"].shape == (10**9, 10**9)  # describing is not allocating

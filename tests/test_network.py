@@ -453,7 +453,7 @@ def test_check_params_with_user_layers():
 def test_init_refuses_params_larger_than_the_device_naming_the_layer():
     """mlp([10**9, 10**9]).init used to abort the process (XLA "Check failed")."""
     with pytest.raises(ValueError, match=r"^dense_0 needs 4,000,000,004,000,000,000 bytes \(3\.5 EiB\) for its params "
-                       r"\(w \(1000000000, 1000000000\) and b \(1000000000,\) float32\), but the device holds at most"):
+                       r"\(w \(1000000000, 1000000000\) float32 and b \(1000000000,\) float32\), but the device holds at most"):
         mlp([10**9, 10**9]).init(jax.random.key(0))
 
 
@@ -464,5 +464,5 @@ def test_init_refuses_layers_that_fit_one_by_one_but_not_together(monkeypatch):
     net = mlp([40, 40, 40])  # 2 x 6,560 bytes
     with pytest.raises(ValueError, match=r"^this network needs 13,120 bytes .*\(2 layers, the largest dense_0\).*10,000 bytes"):
         net.init(jax.random.key(0))
-    with pytest.raises(ValueError, match=r"^dense_1 needs 24,200 bytes .*w \(40, 150\) and b \(150,\) float32"):
+    with pytest.raises(ValueError, match=r"^dense_1 needs 24,600 bytes .*w \(40, 150\) float32 and b \(150,\) float32"):
         mlp([40, 40, 150]).init(jax.random.key(0))
