@@ -3,8 +3,12 @@ what was given, what was expected, and how to fix it."""
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
+import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,13 +25,31 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
-def non_negative_float(name: str, value) -> float:
-    """Return ``value`` as a float if it is a real number >= 0, else raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number >= 0, got {value!r}.")
-    if not value >= 0:  # also catches NaN
-        raise ValueError(f"{name} must be >= 0, got {value}; use 0.0 to switch it off.")
+def real(name: str, value, expected: str) -> float:
+    """Return ``value`` as a Python float if it is a finite real number (NumPy scalars too), else raise."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be {expected}, got {value!r} of type {type(value).__name__}; pass a number, not a "
+            "string or an array."
+        )
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be {expected}, got {value}; pass a finite number.")
     return float(value)
+
+
+def non_negative_float(name: str, value) -> float:
+    """Return ``value`` as a float if it is a finite real number >= 0, else raise."""
+    value = real(name, value, "a finite real number >= 0")
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}; use 0.0 to switch it off.")
+    return value
+
+
+def boolean(name: str, value) -> bool:
+    """Return ``value`` as a Python bool if it is a bool (or NumPy bool), else raise."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}.")
+    return bool(value)
 
 
 def floating_dtype(name: str, dtype) -> jnp.dtype:
@@ -51,8 +73,66 @@ def choice(name: str, value: str, valid) -> str:
     return value
 
 
-def boolean(name: str, value) -> bool:
-    """Return ``value`` if it is a bool (NumPy's included), else raise."""
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r}.")
-    return bool(value)
+def _size(nbytes: int) -> str:
+    """``nbytes`` in the largest binary unit that keeps it >= 1, e.g. ``"3.7 TiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if nbytes < 1024 or unit == "EiB":
+            return f"{nbytes:,.0f} {unit}" if unit == "B" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError  # unreachable
+
+
+@functools.lru_cache(maxsize=8)
+def _capacity(device: jax.Device) -> tuple[int, str] | None:
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # some backends do not implement it
+        pass
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device} memory"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), f"{device}, host memory"
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def device_capacity() -> tuple[int, str] | None:
+    """``(bytes, description)`` the default device can hold at most, or None if unknown.
+
+    The device's ``memory_stats()["bytes_limit"]`` (GPU/TPU), else the host's physical
+    memory (CPU).
+    """
+    device = jax.config.jax_default_device
+    if device is None or isinstance(device, str):
+        device = jax.devices(device)[0]
+    return _capacity(device)
+
+
+def fits_device(what: str, nbytes: int, detail: str) -> None:
+    """Raise before anything is allocated when ``nbytes`` of params cannot fit on the default device."""
+    capacity = device_capacity()
+    if capacity is not None and nbytes > capacity[0]:
+        limit, where = capacity
+        raise ValueError(
+            f"{what} needs {nbytes:,} bytes ({_size(nbytes)}) for its params ({detail}), but the device "
+            f"holds at most {limit:,} bytes ({_size(limit)}; {where}); use fewer features, a smaller "
+            "dtype (e.g. dtype=jnp.bfloat16) or a device with more memory."
+        )
+
+
+def nbytes(shapes) -> int:
+    """Bytes of a tree of arrays or ``jax.ShapeDtypeStruct`` leaves."""
+    return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(shapes))
+
+
+def params_fit_device(what: str, shapes) -> None:
+    """:func:`fits_device` for a tree of ``jax.ShapeDtypeStruct`` leaves, listing them in the message."""
+    if (capacity := device_capacity()) is None or nbytes(shapes) <= capacity[0]:
+        return
+    leaves = sorted(jax.tree_util.tree_flatten_with_path(shapes)[0], key=lambda item: -nbytes(item[1]))  # largest first
+    detail = " and ".join(
+        f"{'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)} {tuple(leaf.shape)} {np.dtype(leaf.dtype).name}"
+        for path, leaf in leaves
+    )
+    fits_device(what, nbytes(shapes), detail)

@@ -10,15 +10,22 @@ What a file holds:
   e.g. ``params/dense_0/w``, ``opt_state/0/mu/dense_0/w``, ``state/batch_norm_0/mean``
   (dict keys, sequence indices and NamedTuple field names, joined by ``/``);
 * a JSON header (safetensors metadata key ``"jdense"``) with the format version
-  (``"jdense-checkpoint/1"``), your ``metadata`` dict, ``net.to_config()`` when a
+  (``"jdense-checkpoint/2"``), your ``metadata`` dict, ``net.to_config()`` when a
   network was given (so :func:`load` rebuilds it without your script), the list of
   the optimizer state's leaves and its tree structure, and a CRC-32 of every tensor
-  (a corrupted file is refused instead of giving a wrong model).
+  (over its dtype, shape and bytes);
+* a CRC-32 of that header (safetensors metadata key ``"jdense_crc32"``).
 
-Saving is atomic: the file is written to a temporary file in the same directory,
-flushed to disk and renamed over ``path``; a save that fails or is killed leaves the
-previous checkpoint untouched (a killed process may leave a ``.<name>.*.tmp`` file
-behind, which is safe to delete).
+Loading verifies both checksums and that the stored network config fits the stored
+params, so a corrupted file is refused with a ``ValueError`` naming it instead of
+giving a wrong model. Files of format ``"jdense-checkpoint/1"`` (no header checksum)
+still load.
+
+Saving is atomic: the file is written to a temporary file ``.<name>.<pid>.<random>.tmp``
+in the same directory, flushed to disk and renamed over ``path``; a save that fails or
+is killed leaves the previous checkpoint untouched. The temporary file of a killed
+save is removed by the next :func:`save` or :func:`load` of that checkpoint (once its
+writer process is gone).
 
 Example:
   >>> net = jdense.mlp([4, 8, 3], batch_norm=True)
@@ -69,14 +76,16 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from jdense.network import Sequential
+from jdense.network import Sequential, _mismatch
 
 __all__ = ["FORMAT", "Checkpoint", "checkpoint_callback", "load", "read_info", "save"]
 
-FORMAT = "jdense-checkpoint/1"
+FORMAT = "jdense-checkpoint/2"
 """The format version written in every checkpoint's header."""
 
+_LEGACY = "jdense-checkpoint/1"  # no header checksum; tensor checksums over the bytes only
 _HEADER_KEY = "jdense"
+_HEADER_CRC_KEY = "jdense_crc32"
 _PARTS = ("params", "opt_state", "state")
 # dtypes safetensors stores and reads back with numpy
 _DTYPES = frozenset(
@@ -182,8 +191,10 @@ def _to_numpy(name: str, leaf: Any, *, scalars: bool) -> np.ndarray:
     return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
-def _crc(arr: np.ndarray) -> int:
-    return zlib.crc32(arr.reshape(-1).view(np.uint8))
+def _crc(arr: np.ndarray, layout: bool = True) -> int:
+    """CRC-32 of the tensor's bytes, preceded (``layout``) by its dtype and shape."""
+    start = zlib.crc32(f"{arr.dtype.name}{tuple(arr.shape)}".encode()) if layout else 0
+    return zlib.crc32(arr.reshape(-1).view(np.uint8), start)
 
 
 def _json_default(obj: Any) -> Any:
@@ -215,6 +226,36 @@ def _file_mode(path: pathlib.Path) -> int:
             if line.startswith("Umask:"):
                 umask = int(line.split()[1], 8)
     return 0o666 & ~umask
+
+
+def _temp_prefix(path: pathlib.Path) -> str:
+    return f".{path.name}."
+
+
+def _writer_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # ours (another thread may be writing it), or no cheap way to tell
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. another user's process
+    return True
+
+
+def _remove_stale_temps(path: pathlib.Path) -> None:
+    """Delete ``.<name>.<pid>.<random>.tmp`` files of ``path`` whose writer process is gone (killed saves)."""
+    prefix = _temp_prefix(path)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid, dot, rest = name[len(prefix) : -len(".tmp")].partition(".")
+            if dot and pid.isdigit() and rest and "." not in rest and not _writer_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -257,7 +298,8 @@ def save(
 
     Raises:
       ValueError: ``path`` is a directory or its directory does not exist; ``params``
-        do not fit ``net``; a key is empty or holds ``/``.
+        do not fit ``net`` (the error names the first mismatching leaf); a key is
+        empty or holds ``/``.
       TypeError: a leaf is not an array (or has a dtype safetensors cannot store),
         ``params``/``state`` are not nested dicts, or a metadata value is not
         JSON-serialisable (the error names the key).
@@ -312,7 +354,7 @@ def save(
             header["net_config"] = None
             header["net_config_error"] = str(err)
         else:
-            _check_params_fit(net, params)
+            net.check_params(params, "save")
     else:
         header["net_config"] = None
     header["crc32"] = {name: _crc(arr) for name, arr in tensors.items()}
@@ -322,12 +364,15 @@ def save(
         header["jdense_version"] = jdense.__version__
     blob = json.dumps(header, default=_json_default)
 
+    _remove_stale_temps(path)
     mode = _file_mode(path)
     tmp: str | None = None
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        prefix = f"{_temp_prefix(path)}{os.getpid()}."
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=prefix, suffix=".tmp", delete=False) as f:
             tmp = f.name
-        safetensors.numpy.save_file(tensors, tmp, metadata={_HEADER_KEY: blob})
+        metadata = {_HEADER_KEY: blob, _HEADER_CRC_KEY: str(zlib.crc32(blob.encode()))}
+        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
         with contextlib.suppress(OSError):
             os.chmod(tmp, mode)
         with open(tmp, "r+b") as f:
@@ -340,26 +385,6 @@ def save(
                 os.unlink(tmp)
     _fsync_dir(path.parent)
     return path
-
-
-def _check_params_fit(net: Sequential, params: Mapping[str, Any]) -> None:
-    """Refuse to store a config that does not describe ``params`` (names and shapes)."""
-    try:
-        expected = jax.eval_shape(net.init, jax.random.key(0))
-    except Exception:  # a layer whose init cannot be traced abstractly: nothing to compare
-        return
-    exp_names, exp_leaves, _ = _flatten("params", expected, dicts_only=False)
-    got_names, got_leaves, _ = _flatten("params", params, dicts_only=True)
-    exp = dict(zip(exp_names, (tuple(x.shape) for x in exp_leaves)))
-    got = dict(zip(got_names, (tuple(np.shape(x)) for x in got_leaves)))
-    if exp.keys() != got.keys():
-        raise ValueError(
-            f"params do not fit net ({_diff(exp, got, 'net makes but params lack', 'params have but net does not make')}); "
-            "pass the network these params belong to."
-        )
-    for name, shape in exp.items():
-        if got[name] != shape:
-            raise ValueError(f"params do not fit net: {name} has shape {got[name]} but net makes {shape}.")
 
 
 def _diff(expected: Mapping[str, Any], found: Mapping[str, Any], missing_label: str, extra_label: str) -> str:
@@ -420,6 +445,10 @@ def checkpoint_callback(
 
 
 # -- load ----------------------------------------------------------------------
+# what safetensors (and NumPy, for a dtype it cannot view) raise on a damaged file
+_UNREADABLE = (safetensors.SafetensorError, ValueError, TypeError, OverflowError, UnicodeError)
+
+
 def _invalid(path: pathlib.Path, reason: str) -> ValueError:
     return ValueError(f"not a valid jdense checkpoint: {path} ({reason})")
 
@@ -436,19 +465,38 @@ def _existing(path: str | os.PathLike) -> pathlib.Path:
 
 
 def _parse_header(path: pathlib.Path, raw: Mapping[str, str] | None) -> dict:
-    if not raw or _HEADER_KEY not in raw:
+    """The jdense header, verified: its checksum, then every field load relies on."""
+    if not raw or not isinstance(raw.get(_HEADER_KEY), str):
         raise _invalid(path, "a safetensors file without jdense metadata")
+    blob, crc = raw[_HEADER_KEY], raw.get(_HEADER_CRC_KEY)
+    if crc is not None and crc != str(zlib.crc32(blob.encode("utf-8", "surrogatepass"))):
+        raise _invalid(path, "its jdense metadata fails its checksum: the file is corrupted")
     try:
-        header = json.loads(raw[_HEADER_KEY])
-    except ValueError as err:
-        raise _invalid(path, f"its jdense metadata is not JSON: {err}") from None
+        header = json.loads(blob)
+    except (ValueError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise _invalid(path, f"its jdense metadata is not valid JSON: {reason}") from None
     if not isinstance(header, dict) or not isinstance(header.get("format"), str):
         raise _invalid(path, "its jdense metadata has no format version")
-    if header["format"] != FORMAT:
-        raise _invalid(path, f"format {header['format']!r}; this jdense reads {FORMAT!r}")
+    if header["format"] not in (FORMAT, _LEGACY):
+        raise _invalid(path, f"format {header['format']!r}; this jdense reads {FORMAT!r} and {_LEGACY!r}")
+    if header["format"] != _LEGACY and crc is None:
+        raise _invalid(path, "its jdense metadata has no checksum")
     for key, kind in (("metadata", dict), ("crc32", dict), ("has_state", bool)):
         if not isinstance(header.get(key), kind):
             raise _invalid(path, f"its jdense metadata lacks {key!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in header["crc32"].values()):
+        raise _invalid(path, "its tensor checksums are not integers")
+    opt = header.get("opt_state")
+    if opt is not None and not (
+        isinstance(opt, dict)
+        and isinstance(opt.get("leaves"), list)
+        and all(isinstance(name, str) for name in opt["leaves"])
+        and isinstance(opt.get("treedef", ""), str)
+    ):
+        raise _invalid(path, "its opt_state listing is malformed (expected {'leaves': [names], 'treedef': str})")
+    if not isinstance(header.get("net_config"), dict | None):
+        raise _invalid(path, "its network config is not a dict")
     return header
 
 
@@ -463,7 +511,7 @@ def read_info(path: str | os.PathLike) -> dict:
 
     Raises:
       FileNotFoundError: no file at ``path``.
-      ValueError: the file is not a jdense checkpoint.
+      ValueError: the file is not a jdense checkpoint, or its header fails its checksum.
 
     Example:
       >>> read_info("model.safetensors")["opt_state"]["leaves"][:2]
@@ -473,7 +521,7 @@ def read_info(path: str | os.PathLike) -> dict:
     try:
         with safetensors.safe_open(path, framework="np") as f:
             raw = f.metadata()
-    except safetensors.SafetensorError as err:
+    except _UNREADABLE as err:
         raise _invalid(path, str(err)) from None
     return _parse_header(path, raw)
 
@@ -564,9 +612,10 @@ def load(path: str | os.PathLike, like: Mapping[str, Any] | Checkpoint | None = 
 
     Raises:
       FileNotFoundError: no file at ``path``.
-      ValueError: the file is not a valid jdense checkpoint (truncated, corrupted, not
-        safetensors, or without jdense metadata), or it does not fit ``like``: the
-        error names the tensor and the expected and found shapes.
+      ValueError: the file is not a valid jdense checkpoint (truncated; corrupted: its
+        header or a tensor fails its checksum; not safetensors; without jdense
+        metadata; or its network config does not fit its params), or it does not fit
+        ``like``: the error names the file, the tensor and the expected and found shapes.
 
     Example:
       >>> ckpt = load("model.safetensors")
@@ -576,18 +625,21 @@ def load(path: str | os.PathLike, like: Mapping[str, Any] | Checkpoint | None = 
     """
     like = _normalize_like(like)
     path = _existing(path)
+    _remove_stale_temps(path)
     try:
-        with safetensors.safe_open(path, framework="np") as f:
-            header = _parse_header(path, f.metadata())
+        with safetensors.safe_open(path, framework="np") as f:  # one open: header and tensors of the same file
+            raw = f.metadata()
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except safetensors.SafetensorError as err:
+    except _UNREADABLE as err:
         raise _invalid(path, str(err)) from None
+    header = _parse_header(path, raw)
 
     crcs = header["crc32"]
     if crcs.keys() != tensors.keys():
         raise _invalid(path, "its tensors do not match its jdense metadata")
+    layout = header["format"] != _LEGACY
     for name, arr in tensors.items():
-        if _crc(arr) != crcs[name]:
+        if _crc(arr, layout) != crcs[name]:
             raise _invalid(path, f"{name} fails its checksum: the file is corrupted")
     by_part: dict[str, dict[str, np.ndarray]] = {p: {} for p in _PARTS}
     for name, arr in tensors.items():
@@ -598,7 +650,7 @@ def load(path: str | os.PathLike, like: Mapping[str, Any] | Checkpoint | None = 
     opt_info = header.get("opt_state")
     if opt_info is None and by_part["opt_state"]:
         raise _invalid(path, "it holds opt_state tensors that its jdense metadata does not list")
-    if opt_info is not None and sorted(opt_info.get("leaves", ())) != sorted(by_part["opt_state"]):
+    if opt_info is not None and sorted(opt_info["leaves"]) != sorted(by_part["opt_state"]):
         raise _invalid(path, "its opt_state tensors do not match the leaves its jdense metadata lists")
     if not header["has_state"] and by_part["state"]:
         raise _invalid(path, "it holds state tensors that its jdense metadata does not mention")
@@ -629,7 +681,30 @@ def load(path: str | os.PathLike, like: Mapping[str, Any] | Checkpoint | None = 
             net = Sequential.from_config(header["net_config"])
         except (ValueError, TypeError) as err:
             raise _invalid(path, f"its network config does not build: {err}") from None
+        _check_net_fits(path, net, params, state)
     return Checkpoint(params=params, opt_state=opt_state, state=state, metadata=header["metadata"], net=net)
+
+
+def _check_net_fits(path: pathlib.Path, net: Sequential, params: Any, state: Any) -> None:
+    """Refuse a stored network config that does not describe the stored params and state."""
+    try:
+        problem = _mismatch(net, params)
+        expected_state = jax.eval_shape(net.init_state)
+    except (ValueError, TypeError) as err:
+        raise _invalid(path, f"its network config does not build its params: {err}") from None
+    if problem is None and state is not None:
+        want, have = _shapes("state", expected_state), _shapes("state", state)
+        if want.keys() != have.keys():
+            problem = _diff(want, have, "the network has state but the file lacks", "the file has state the network lacks")
+        else:
+            problem = next((f"{n} has shape {have[n]} but the network makes {want[n]}" for n in want if want[n] != have[n]), None)
+    if problem is not None:
+        raise _invalid(path, f"its network config does not fit its params and state: {problem}")
+
+
+def _shapes(part: str, tree: Any) -> dict[str, tuple]:
+    names, leaves, _ = _flatten(part, tree, dicts_only=False)
+    return {name: tuple(np.shape(leaf)) for name, leaf in zip(names, leaves)}
 
 
 def _normalize_like(like: Any) -> dict[str, Any]:

@@ -50,20 +50,42 @@ def init(
 
     Raises:
       TypeError, ValueError: for non-positive sizes, unknown names or a non-floating dtype.
+      ValueError: when the params would not fit in the default device's memory
+        (checked on the sizes, before anything is allocated).
 
     Example:
       >>> params = init(jax.random.key(0), 784, 128)
       >>> params["w"].shape, params["b"].shape
       ((784, 128), (128,))
     """
+    shapes = param_shapes(in_features, out_features, use_bias=use_bias, dtype=dtype)
+    w_init = get_initializer(initializer, activation)
+    _checks.params_fit_device("this dense layer", shapes)
+    params = {"w": w_init(key, shapes["w"].shape, shapes["w"].dtype)}
+    if use_bias:
+        params["b"] = jnp.zeros(shapes["b"].shape, shapes["b"].dtype)
+    return params
+
+
+def param_shapes(
+    in_features: int, out_features: int, *, use_bias: bool = True, dtype: Any = jnp.float32
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes and dtypes of :func:`init`'s params, without allocating (or tracing) anything.
+
+    Raises:
+      TypeError, ValueError: for non-positive sizes, a non-bool ``use_bias`` or a non-floating dtype.
+
+    Example:
+      >>> param_shapes(784, 128)["w"]
+      ShapeDtypeStruct(shape=(784, 128), dtype=float32)
+    """
     in_features = _checks.positive_int("in_features", in_features)
     out_features = _checks.positive_int("out_features", out_features)
     dtype = _checks.floating_dtype("dtype", dtype)
-    w_init = get_initializer(initializer, activation)
-    params = {"w": w_init(key, (in_features, out_features), dtype)}
-    if use_bias:
-        params["b"] = jnp.zeros((out_features,), dtype)
-    return params
+    shapes = {"w": jax.ShapeDtypeStruct((in_features, out_features), dtype)}
+    if _checks.boolean("use_bias", use_bias):
+        shapes["b"] = jax.ShapeDtypeStruct((out_features,), dtype)
+    return shapes
 
 
 def apply(
@@ -86,8 +108,9 @@ def apply(
       An array of shape ``(..., out_features)``.
 
     Raises:
-      ValueError: when ``x``'s last axis is not ``in_features`` (checked on static
-        shapes, so it also fires under ``jax.jit``).
+      ValueError: when ``w`` is not 2-D, ``b`` is not ``(out_features,)``, or ``x``'s
+        last axis is not ``in_features`` (checked on static shapes, so it also fires
+        under ``jax.jit``).
 
     Example:
       >>> params = init(jax.random.key(0), 3, 2)
@@ -98,6 +121,16 @@ def apply(
         raise TypeError(f"params must be the dict made by jdense.init, with a 'w' entry; got {type(params).__name__}.")
     fn = get_activation(activation)
     w, b = params["w"], params.get("b")
+    if jnp.ndim(w) != 2:
+        raise ValueError(
+            f"params['w'] must be 2-D (in_features, out_features), got shape {jnp.shape(w)}; "
+            "pass the params made by jdense.init(key, in_features, out_features)."
+        )
+    if b is not None and jnp.shape(b) != (w.shape[1],):
+        raise ValueError(
+            f"params['b'] must have shape ({w.shape[1]},) to match w of shape {w.shape}, got {jnp.shape(b)}; "
+            "pass the params made by jdense.init(key, in_features, out_features)."
+        )
     x = jnp.asarray(x)
     if x.ndim == 0 or x.shape[-1] != w.shape[0]:
         raise ValueError(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jdense import _checks
+from jdense import _checks, dense
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer, as_layer
 
 Params = dict[str, Any]
@@ -77,12 +78,71 @@ class Sequential:
         Compiled as one XLA program (eagerly, each initializer's ops would compile one by one)
         when every layer is hashable; a user layer that is not (e.g. a plain ``@dataclass``)
         is initialized eagerly instead.
+
+        Raises:
+          ValueError: before anything is allocated, when a layer's params (or all of them
+            together) would not fit in the default device's memory; the error names the
+            layer, its bytes and the device's capacity.
         """
+        shapes = self._param_shapes()  # refuses a layer too large for the device
+        largest = max(shapes, key=lambda name: _checks.nbytes(shapes[name]))
+        detail = f"{len(self.layers)} layers, the largest {largest}"
+        _checks.fits_device("this network", _checks.nbytes(shapes), detail)
         try:
             program = _init_program(_init_structure(self))
         except TypeError:
             return self._init(key)
         return program(key)
+
+    def _param_shapes(self) -> dict[str, Any]:
+        """Each layer's params as ``jax.ShapeDtypeStruct`` leaves (None where a user layer cannot be traced).
+
+        Derived from static shapes (``jax.eval_shape`` for layers other than Dense: traced,
+        never compiled) and cached per network. Raises for a layer too large for the device.
+        """
+        try:
+            return _param_shapes(self)
+        except TypeError:  # an unhashable user layer
+            return _param_shapes.__wrapped__(self)
+
+    def check_params(self, params: Any, what: str = "apply") -> None:
+        """Refuse params that were not made for this network, before any compute.
+
+        Compares the params' tree (layer names and keys) and every leaf's shape and
+        kind of dtype (floating, integer, ...) with what :meth:`init` makes, derived
+        from static shapes (cached per network), so it is cheap enough for every call.
+
+        Args:
+          params: the params to check (``net.init(key)``'s output, or trained params).
+          what: the operation that received them, for the message (``"fit"``, ...).
+
+        Raises:
+          TypeError: ``params`` is not a dict (e.g. a list, or a PRNG key passed in its place).
+          ValueError: a layer's params are missing or extra, or a leaf has another shape
+            or kind of dtype; the error names the first such leaf and the shape expected.
+
+        Example:
+          >>> net = mlp([4, 8, 3])
+          >>> net.check_params(mlp([4, 5, 9]).init(jax.random.key(0)))
+          Traceback (most recent call last):
+          ValueError: apply: params do not fit this network: params['dense_0']['b'] has shape (5,) float32 but this
+          network expects (8,) float32; ...
+        """
+        if _is_key(params):
+            raise TypeError(
+                f"{what}: params must be the dict from net.init(key); got a PRNG key ({_describe(params)}) "
+                "— did you swap the arguments?"
+            )
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"{what}: params must be the dict from net.init(key) (one entry per layer with params, e.g. "
+                f"'dense_0'); got {_describe(params) if hasattr(params, 'shape') else type(params).__name__}."
+            )
+        if (problem := _mismatch(self, params)) is not None:
+            raise ValueError(
+                f"{what}: params do not fit this network: {problem}; pass the params this network's init made "
+                "(or that fit returned for it), or build the network they belong to."
+            )
 
     def _init(self, key: jax.Array) -> Params:
         keys = jax.random.split(key, len(self.layers))
@@ -172,6 +232,12 @@ class Sequential:
             raise ValueError(
                 "this network has BatchNorm: pass state= (fit's result.state, or net.init_state() before training)."
             )
+        self.check_params(params, "apply")
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"apply: state must be the dict from net.init_state() (or fit's result.state); got "
+                f"{type(state).__name__}."
+            )
         return self.apply_with_state(params, state, x, train=train, key=key)[0]
 
     __call__ = apply
@@ -252,6 +318,92 @@ def _init_structure(net: Sequential) -> Sequential:
 def _init_program(net: Sequential):
     """``Sequential.init`` of this structure as one compiled program (cached; see ``jdense.clear_cache``)."""
     return jax.jit(net._init)
+
+
+@functools.lru_cache(maxsize=64)
+def _param_shapes(net: Sequential) -> dict[str, Any]:
+    out = {}
+    for name, layer in zip(net.names, net.layers):
+        if isinstance(layer, Dense):  # no tracing: its initializer costs ~10 ms to trace
+            out[name] = dense.param_shapes(layer.in_features, layer.out_features, use_bias=layer.use_bias, dtype=layer.dtype)
+        else:
+            try:
+                out[name] = jax.eval_shape(lambda layer=layer: layer.init(jax.random.key(0)))
+            except Exception:
+                if type(layer).__name__ in _LAYER_TYPES:
+                    raise
+                out[name] = None  # a user layer whose init needs concrete values
+        _checks.params_fit_device(name, out[name])
+    return out
+
+
+def _mismatch(net: Sequential, params: Mapping[str, Any]) -> str | None:
+    """How ``params`` differ from what ``net.init`` makes (the first difference), or None."""
+    shapes = net._param_shapes()
+    for name, expected in shapes.items():
+        got = params.get(name)
+        if not jax.tree.leaves(expected) and not jax.tree.leaves(got):
+            continue
+        if got is None:
+            with_params = _listing(n for n, t in shapes.items() if jax.tree.leaves(t))
+            return f"params has no {name!r} (the network's layers with params are {with_params})"
+        if expected is None:  # a user layer whose params cannot be described abstractly
+            continue
+        want = dict(jax.tree_util.tree_flatten_with_path({name: expected})[0])
+        have = dict(jax.tree_util.tree_flatten_with_path({name: got})[0])
+        for path in have:
+            if path not in want:
+                return f"{_where(path)} is not a param of this network ({name} has {_listing(map(_where, want))})"
+        for path, spec in want.items():
+            if path not in have:
+                return f"{_where(path)} is missing (expected shape {spec.shape} {spec.dtype})"
+            shape, dtype = _shape_dtype(have[path])
+            if shape != spec.shape or _kind(dtype) != _kind(spec.dtype):
+                return f"{_where(path)} has shape {shape} {dtype} but this network expects {spec.shape} {spec.dtype}"
+    extra = [
+        repr(name) for name in params
+        if jax.tree.leaves(params[name]) and (name not in shapes or (shapes[name] is not None and not jax.tree.leaves(shapes[name])))
+    ]
+    if extra:
+        return f"params has {_listing(extra)}, which this network has no params for (its layers are {_listing(net.names)})"
+    return None
+
+
+def _is_key(x: Any) -> bool:
+    """A typed PRNG key, or a raw ``uint32`` key of shape ``(2,)`` (``jax.random.PRNGKey``)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return False
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return True
+    return dtype == jnp.uint32 and jnp.shape(x) == (2,)
+
+
+def _describe(x: Any) -> str:
+    return f"an array of shape {jnp.shape(x)} and dtype {x.dtype}"
+
+
+def _shape_dtype(leaf: Any) -> tuple[tuple, Any]:
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        return tuple(leaf.shape), leaf.dtype
+    arr = np.asarray(leaf)
+    return arr.shape, arr.dtype
+
+
+def _kind(dtype: Any) -> str:
+    for kind in (jnp.floating, jnp.complexfloating, jnp.integer, jnp.bool_):
+        if jnp.issubdtype(dtype, kind):
+            return kind.__name__
+    return str(dtype)
+
+
+def _where(path: tuple) -> str:
+    return f"params{jax.tree_util.keystr(path)}"
+
+
+def _listing(names) -> str:
+    names = list(names)
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "") if names else "none"
 
 
 def mlp(

@@ -287,6 +287,7 @@ def fit(
     n = x.shape[0]
     batch = _batch_size(batch_size, n)
     parallel.check_batch(mesh, batch, "fit")
+    net.check_params(params, "fit")
     state = net.init_state() if state is None else state
     out_shape = _output_shape(net, params, state, x)
     _check_labels(loss, y, out_shape, "fit")
@@ -412,6 +413,7 @@ def evaluate(
     per_sample = losses_lib.per_sample(loss)
     metric_fns = {m: metrics_lib.get_metric(m) for m in (_default_metrics(loss) if metrics is None else metrics)}
     x, y = _as_data(x, y, "evaluate")
+    net.check_params(_member(params, population), "evaluate")
     state = _default_state(net, params, state, population)
     out_shape = _output_shape(net, _member(params, population), _member(state, population), x)
     _check_labels(loss, y, out_shape, "evaluate")
@@ -428,8 +430,10 @@ def evaluate(
 
 
 def _member(tree, population: bool):
-    """Member 0 of a population's tree (for shape checks), or the tree itself."""
-    return jax.tree.map(lambda a: a[0], tree) if population else tree
+    """The shapes of member 0 of a population's tree (for checks, nothing computed), or the tree itself."""
+    if not population:
+        return tree
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), tree)
 
 
 def _default_state(net: Sequential, params, state, population: bool):
@@ -459,6 +463,7 @@ def predict(
       >>> labels = logits.argmax(-1)
     """
     x, _ = _as_data(x, None, "predict")
+    net.check_params(_member(params, population), "predict")
     state = _default_state(net, params, state, population)
     idx, _ = _eval_batches(x.shape[0], batch_size)
     params, state, idx = parallel.place((params, state, idx), mesh)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +109,7 @@ def test_load_without_like_rebuilds_dicts_and_net(tmp_path, trained):
     again = load(tmp_path / "m.safetensors", like={"opt_state": tx.init(ckpt.params)})
     assert_trees_equal(again.opt_state, opt_state)
     info = read_info(tmp_path / "m.safetensors")
-    assert info["format"] == "jdense-checkpoint/1"
+    assert info["format"] == checkpoint.FORMAT == "jdense-checkpoint/2"
     assert any(name.endswith("/mu/dense_0/w") for name in info["opt_state"]["leaves"])
     assert "opt_state/hyperparams/learning_rate" in info["opt_state"]["leaves"]
     assert "ScaleByAdamState" in info["opt_state"]["treedef"]
@@ -242,6 +245,155 @@ def test_random_bytes_empty_and_flipped_files(tmp_path, trained):
         load(path)
 
 
+def _rewrite(path, change, *, fix_crc=True):
+    """Rewrite ``path`` with ``change(header)`` (a dict, or a string when it is not JSON) as its jdense header."""
+    tensors = safetensors.numpy.load_file(path)
+    with safetensors.safe_open(path, framework="np") as f:
+        blob = f.metadata()["jdense"]
+    try:
+        header = json.loads(blob)
+    except (ValueError, RecursionError):  # a crafted header from an earlier rewrite
+        header = blob
+    new = change(header)
+    blob = new if isinstance(new, str) else json.dumps(new)
+    meta = {"jdense": blob}
+    if fix_crc:
+        meta["jdense_crc32"] = str(zlib.crc32(blob.encode()))
+    safetensors.numpy.save_file(tensors, path, metadata=meta)
+
+
+def _invalid_file(path, reason=""):
+    """Expect load to refuse ``path``, naming it (and saying ``reason``, a regex)."""
+    return pytest.raises(ValueError, match=rf"not a valid jdense checkpoint: {re.escape(str(path))} \(.*{reason}")
+
+
+@pytest.mark.parametrize("old,new", [(b'\\"lambda_\\": 0.0001', b'\\"lambda_\\": 4.0001'),
+                                     (b'\\"in_features\\": 4', b'\\"in_features\\": 5')])
+def test_changed_header_fails_its_checksum(tmp_path, old, new):
+    """The issue's silent loads: one flipped bit turned lambda_ 0.0001 into 4.0001, in_features 4 into 5."""
+    net = jdense.mlp([4, 8, 3], lambda_=1e-4)
+    path = save(tmp_path / "m.safetensors", fake_params(net), net=net)
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new, 1))
+    with _invalid_file(path, "jdense metadata fails its checksum"):
+        load(path)
+    with pytest.raises(ValueError, match="fails its checksum"):
+        read_info(path)
+
+
+def test_network_config_must_fit_the_params(tmp_path):
+    net = jdense.mlp([4, 8, 3], batch_norm=True)
+    path = save(tmp_path / "m.safetensors", fake_params(net), net=net, state=net.init_state())
+
+    def widen(header):
+        header["net_config"]["layers"][0]["in_features"] = 5
+        return header
+
+    _rewrite(path, widen)  # a valid checksum: only the fit check can tell
+    with _invalid_file(path) as err:
+        load(path)
+    assert "does not fit its params" in str(err.value)
+    assert "params['dense_0']['w'] has shape (4, 8) float32 but this network expects (5, 8) float32" in str(err.value)
+
+    path = save(tmp_path / "m.safetensors", fake_params(net), net=net, state={"batch_norm_0": {"mean": np.zeros(8, np.float32)}})
+    with _invalid_file(path, "the network has state but the file lacks: state/batch_norm_0/var"):
+        load(path)
+
+
+def test_deeply_nested_header_is_a_value_error(tmp_path):
+    path = save(tmp_path / "m.safetensors", fake_params([3, 2]))
+    for fix_crc in (True, False):
+        _rewrite(path, lambda _: "[" * 100_000 + "]" * 100_000, fix_crc=fix_crc)
+        with _invalid_file(path, "nested too deeply"):
+            load(path)
+    nested = {"format": checkpoint.FORMAT, "metadata": {"a": json.loads("[" * 500 + "]" * 500)}}
+    _rewrite(path, lambda _: json.dumps(nested)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with _invalid_file(path):
+        load(path)
+
+
+@pytest.mark.parametrize("listing", [["opt_state/0/mu"], {"leaves": [1, "opt_state/a"]}, {"leaves": "opt_state/a"}, 7])
+def test_malformed_opt_state_listing_is_a_value_error(tmp_path, trained, listing):
+    net, params, opt_state, state = trained
+    path = save(tmp_path / "m.safetensors", params, opt_state, net=net, state=state)
+    _rewrite(path, lambda header: {**header, "opt_state": listing})
+    with _invalid_file(path, "opt_state listing is malformed"):
+        load(path)
+    with _invalid_file(path):
+        read_info(path)
+
+
+def test_format_1_files_still_load(tmp_path):
+    """jdense-checkpoint/1: no header checksum, tensor checksums over the bytes only."""
+    net = jdense.mlp([3, 2])
+    params = fake_params(net)
+    path = save(tmp_path / "m.safetensors", params, net=net)
+
+    def legacy(header):
+        tensors = safetensors.numpy.load_file(path)
+        return {**header, "format": "jdense-checkpoint/1",
+                "crc32": {k: zlib.crc32(v.reshape(-1).view(np.uint8)) for k, v in tensors.items()}}
+
+    _rewrite(path, legacy, fix_crc=False)
+    ckpt = load(path)
+    assert_trees_equal(ckpt.params, params)
+    assert ckpt.net == net
+    _rewrite(path, lambda header: {**header, "format": checkpoint.FORMAT}, fix_crc=False)
+    with _invalid_file(path, "has no checksum"):
+        load(path)
+
+
+def test_load_never_runs_code_nor_calls_names_from_the_header(tmp_path, trained):
+    net, params, opt_state, state = trained
+    sentinel = tmp_path / "pwned"
+    code = f"__import__('pathlib').Path({str(sentinel)!r}).touch()"
+    path = save(tmp_path / "m.safetensors", params, opt_state, net=net, state=state)
+    _rewrite(path, lambda h: {**h, "opt_state": {**h["opt_state"], "treedef": code}, "metadata": {"run": code}})
+    ckpt = load(path, like=dict(params=params, opt_state=opt_state, state=state))  # the treedef string is never evaluated
+    assert_trees_equal(ckpt.opt_state, opt_state)
+    assert ckpt.metadata == {"run": code}
+    for field, value in (("type", "__import__"), ("type", "eval"), ("activation", code), ("initializer", "os.system")):
+        def craft(header, field=field, value=value):
+            header["net_config"]["layers"][0][field] = value
+            return header
+
+        save(path, params, opt_state, net=net, state=state)
+        _rewrite(path, craft)
+        with _invalid_file(path, "network config does not build"):
+            load(path)
+    assert not sentinel.exists()
+
+
+def test_every_flipped_byte_is_refused_or_harmless(tmp_path):
+    """Flip one bit of every byte (header and data, the bit cycling with the position): each load
+    either refuses the file with a ValueError naming it, or returns exactly the saved checkpoint."""
+    net = jdense.mlp([2, 3, 2], batch_norm=True, lambda_=1e-4)
+    params = fake_params(net)
+    opt_state = jax.tree.map(np.asarray, optax.adam(1e-3).init(params))
+    state = jax.tree.map(np.asarray, net.init_state())
+    like = dict(params=params, opt_state=opt_state, state=state)
+    path = save(tmp_path / "m.safetensors", params, opt_state, {"epoch": 3, "note": "caf\u00e9"}, net=net, state=state)
+    good = path.read_bytes()
+    refused = 0
+    with open(path, "r+b") as f:
+        for i, byte in enumerate(good):
+            f.seek(i)
+            f.write(bytes([byte ^ (1 << (i % 8))]))
+            f.flush()
+            try:
+                ckpt = load(path, like=like)
+            except ValueError as err:
+                assert str(path) in str(err), f"byte {i}: {err}"
+                refused += 1
+            else:
+                assert_trees_equal((ckpt.params, ckpt.opt_state, ckpt.state), (params, opt_state, state))
+                assert ckpt.metadata == {"epoch": 3, "note": "caf\u00e9"} and ckpt.net == net, f"byte {i} changed it"
+            f.seek(i)
+            f.write(bytes([byte]))
+    assert path.read_bytes() == good and refused > 0.99 * len(good)
+
+
 # -- bad inputs are refused before writing --------------------------------------
 def test_bad_inputs(tmp_path):
     params = fake_params([3, 2])
@@ -261,7 +413,7 @@ def test_bad_inputs(tmp_path):
         save(tmp_path / "m.safetensors", params, opt_state={"key": jax.random.key(0)})
     with pytest.raises(TypeError, match="cannot store"):
         save(tmp_path / "m.safetensors", {"x": {"s": np.array(["a"])}})
-    with pytest.raises(ValueError, match="params do not fit net"):
+    with pytest.raises(ValueError, match=r"save: params do not fit this network: params\[.dense_0.\]\[.b.\] has shape \(2,\)"):
         save(tmp_path / "m.safetensors", params, net=jdense.mlp([3, 5]))
     with pytest.raises(TypeError, match="like must be a dict"):
         load(tmp_path / "m.safetensors", like=(params, None))
@@ -312,16 +464,19 @@ save(sys.argv[1], big, metadata={"version": "new"})
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_save_killed_midway_keeps_old_checkpoint(tmp_path):
-    path, old = _old_checkpoint(tmp_path)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), JAX_PLATFORMS="cpu")
+def _temps(directory, name="m.safetensors"):
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(f".{name}.") and p.name.endswith(".tmp"))
+
+
+def _kill_while_saving(path, env):
+    """Start a big save of ``path`` in a subprocess and SIGKILL it once its temporary file exists."""
+    before = set(_temps(path.parent))
     proc = subprocess.Popen([sys.executable, "-c", _BIG_SAVE, str(path)], env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        temps = []
-        while time.monotonic() < deadline and proc.poll() is None and not temps:
-            temps = [p for p in tmp_path.iterdir() if p.name.startswith(".m.safetensors.") and p.name.endswith(".tmp")]
+        new = []
+        while time.monotonic() < deadline and proc.poll() is None and not new:
+            new = [n for n in _temps(path.parent) if n not in before]
             time.sleep(0.0005)
         assert proc.poll() is None, f"the saving process ended before it could be killed: {proc.stderr.read().decode()}"
         time.sleep(0.02)  # let it write part of the file
@@ -331,11 +486,49 @@ def test_save_killed_midway_keeps_old_checkpoint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert temps and temps[0].exists(), "the kill should land before the temporary file is renamed"
+    assert new and (path.parent / new[0]).exists(), "the kill should land before the temporary file is renamed"
+    assert new[0].startswith(f".m.safetensors.{proc.pid}."), "the temporary file names its writer's pid"
     assert proc.returncode == -signal.SIGKILL
-    ckpt = load(path)  # the old checkpoint, whole
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_saves_killed_midway_keep_old_checkpoint_and_leave_at_most_one_temp_file(tmp_path):
+    path, old = _old_checkpoint(tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), JAX_PLATFORMS="cpu")
+    for _ in range(3):  # each new save removes the temporary file of the killed one before it
+        _kill_while_saving(path, env)
+        assert len(_temps(tmp_path)) == 1, _temps(tmp_path)
+    ckpt = load(path)  # the old checkpoint, whole; loading removes the dead writer's temporary file too
     assert ckpt.metadata == {"version": "old"}
     assert_trees_equal(ckpt.params, old)
+    assert _temps(tmp_path) == []
+
+
+def _dead_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pid liveness is checked on POSIX only")
+def test_stale_temp_files_of_dead_writers_are_removed_and_nothing_else(tmp_path):
+    dead, alive = _dead_pid(), os.getppid()
+    stale = [f".m.safetensors.{dead}.k3j2h1g0.tmp", f".m.safetensors.{dead}.a_b9.tmp"]
+    kept = [
+        f".m.safetensors.{os.getpid()}.own00000.tmp",  # this process's (another thread may be writing it)
+        f".m.safetensors.{alive}.live0000.tmp",  # a writer still running
+        f".other.safetensors.{dead}.k3j2h1g0.tmp",  # another checkpoint's
+        f".m.safetensors.x.{dead}.k3j2h1g0.tmp",  # the temporary file of a checkpoint named "m.safetensors.x"
+        ".m.safetensors.qwerty12.tmp",  # no pid in the name: nothing says its writer is gone
+        "m.safetensors.bak",
+    ]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"partial")
+    save(tmp_path / "m.safetensors", fake_params([3, 2]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "m.safetensors"])
+    (tmp_path / stale[0]).write_bytes(b"partial")
+    load(tmp_path / "m.safetensors")  # loading cleans up too
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "m.safetensors"])
 
 
 # -- resuming ------------------------------------------------------------------

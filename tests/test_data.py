@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 
 import numpy as np
@@ -349,6 +350,35 @@ def test_mnist_count_mismatch(tmp_path):
         mnist(tmp_path)
 
 
+@pytest.mark.parametrize("dims", [(2**31, 2**31, 4), (2**32 - 1,) * 3], ids=["wraps to 0", "wraps"])
+def test_idx_header_sizes_that_overflow_name_the_file(tmp_path, dims):
+    """Sizes whose product overflows int64 (2**64 wrapped to 0 used to reach a raw reshape error)."""
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in dims))
+    expected = f"{dims[0] * dims[1] * dims[2]} bytes of data"
+    with pytest.raises(ValueError, match=rf"file '{re.escape(str(path))}' is truncated: .* \({expected}\) but only 0 bytes"):
+        read_idx(path)
+
+
+def test_mnist_labels_outside_0_to_9_name_the_file(tmp_path):
+    arrays = _write_mnist(tmp_path)
+    labels = arrays["t10k-labels-idx1-ubyte"].copy()
+    labels[[1, 2]] = [10, 255]
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(path))}' holds 2 label\(s\) outside 0..9 \(first 10 at index 1\)"):
+        mnist(tmp_path)
+
+
+def test_mnist_without_images_names_the_file(tmp_path):
+    _write_mnist(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 4, 3), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    path = tmp_path / "train-images-idx3-ubyte"
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(path))}' holds no images \(shape 0 x 4 x 3\)"):
+        mnist(tmp_path)
+
+
 def test_mnist_missing_directory_and_file(tmp_path):
     missing_dir = tmp_path / "nope"
     with pytest.raises(FileNotFoundError) as info:
@@ -438,3 +468,36 @@ def test_csv_missing_file_and_bad_rows(tmp_path):
         csv(_write(tmp_path / "e.csv", "a,y,\n1,0,\n"), "y")
     with pytest.raises(ValueError, match="task must be"):
         csv(path, "y", task="ranking")  # type: ignore[arg-type]
+
+
+def test_csv_in_another_encoding_names_the_file_and_the_fix(tmp_path):
+    """Latin-1 bytes used to raise a raw UnicodeDecodeError without the file's name."""
+    path = tmp_path / "latin.csv"
+    path.write_bytes("größe,y\n1,0\n2,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(path))}' is not UTF-8 text: byte 0xF6 on line 1 \(offset 2\).*"
+                       r"encoding='latin-1'"):
+        csv(path, "y")
+    x, y = csv(path, "y", encoding="latin-1")
+    np.testing.assert_array_equal(x, [[1.0], [2.0]])
+    np.testing.assert_array_equal(y, [0, 1])
+    bom = tmp_path / "bom.csv"  # the offset counts the byte-order mark the decoder drops
+    bom.write_bytes(b"\xef\xbb\xbfa,y\n1,0\n\xe92,1\n")
+    with pytest.raises(ValueError, match=r"byte 0xE9 on line 3 \(offset 11\)"):
+        csv(bom, "y")
+    with pytest.raises(ValueError, match="unknown encoding 'klingon'"):
+        csv(path, "y", encoding="klingon")
+
+
+@pytest.mark.parametrize("value", ["1e39", "-3.5e38"])
+def test_csv_value_beyond_float32_names_file_column_and_row(tmp_path, value):
+    """A value that becomes inf in float32 used to load silently as inf."""
+    path = _write(tmp_path / "big.csv", f"a,b,y\n1,2,0\n3,{value},1\n")
+    with pytest.raises(ValueError, match=rf"csv\('{re.escape(str(path))}'\): row 2 \(line 3\), column 'b' has value "
+                       rf"'{value}', beyond float32's range"):
+        csv(path, "y")
+    path = _write(tmp_path / "target.csv", f"a,y\n1,2\n3,{value}\n")
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\), target column 'y' .* beyond float32's range"):
+        csv(path, "y", task="regression")
+    largest = float(np.finfo(np.float32).max)  # the largest float32 itself still loads
+    x, _ = csv(_write(tmp_path / "max.csv", f"a,y\n{largest!r},0\n"), "y")
+    assert x[0, 0] == np.finfo(np.float32).max

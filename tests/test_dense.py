@@ -7,6 +7,8 @@ seed's backpropagation ``dL/dw = xᵀ (dL/dy ⊙ σ'(z))``, ``dL/db = Σ_batch d
 from __future__ import annotations
 
 import math
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -377,3 +379,56 @@ def test_non_floating_dtype_is_refused():
 def test_params_must_be_a_dict_with_w():
     with pytest.raises(TypeError, match=r"params must be the dict made by jdense.init"):
         jdense.apply([jnp.ones((4, 3))], jnp.ones((1, 4)))
+
+
+@pytest.mark.parametrize("w_shape", [(4,), (4, 3, 1), ()], ids=["1-D", "3-D", "scalar"])
+def test_apply_refuses_w_that_is_not_2d(w_shape):
+    """A 1-D w used to give a result (x @ w is a dot product); now the params are refused."""
+    with pytest.raises(ValueError, match=rf"params\['w'\] must be 2-D \(in_features, out_features\), got shape {re.escape(str(w_shape))}"):
+        jdense.apply({"w": jnp.ones(w_shape), "b": jnp.zeros(3)}, jnp.ones((5, 4)))
+
+
+@pytest.mark.parametrize("b_shape", [(2,), (1, 3), ()], ids=["narrow", "2-D", "scalar"])
+def test_apply_refuses_bias_of_another_width(b_shape):
+    params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(b_shape)}
+    expected = rf"params\['b'\] must have shape \(3,\) to match w of shape \(4, 3\), got {re.escape(str(b_shape))}"
+    with pytest.raises(ValueError, match=expected):
+        jdense.apply(params, jnp.ones((5, 4)))
+    with pytest.raises(ValueError, match=r"params\['b'\] must have shape \(3,\)"):  # static shapes: also under jit
+        jax.jit(jdense.apply)(params, jnp.ones((5, 4)))
+
+
+def test_use_bias_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"use_bias must be True or False, got 'no'"):
+        jdense.init(jax.random.key(0), 3, 2, use_bias="no")
+    assert set(jdense.init(jax.random.key(0), 3, 2, use_bias=np.bool_(False))) == {"w"}
+
+
+def test_params_larger_than_the_device_are_refused_before_allocating():
+    """10**6 x 10**6 float32 is 4 TB: refused at once (it used to return and fail later)."""
+    with pytest.raises(ValueError, match=r"this dense layer needs 4,000,004,000,000 bytes \(3\.6 TiB\) for its params "
+                       r"\(w \(1000000, 1000000\) float32 and b \(1000000,\) float32\), but the device holds at most [\d,]+ bytes"):
+        jdense.init(jax.random.key(0), 10**6, 10**6)
+
+
+def test_capacity_is_the_device_limit_or_the_host_memory(monkeypatch):
+    from jdense import _checks
+
+    capacity, where = _checks.device_capacity()
+    stats = jax.devices()[0].memory_stats()
+    if stats and "bytes_limit" in stats:
+        assert capacity == stats["bytes_limit"]
+    else:
+        assert capacity == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") and "host memory" in where
+    # with a device of 1 MiB, a 1,000 x 300 float32 layer (1,201,200 bytes) no longer fits; 1,000 x 200 does
+    monkeypatch.setattr(_checks, "device_capacity", lambda: (2**20, "a 1 MiB test device"))
+    with pytest.raises(ValueError, match=r"needs 1,201,200 bytes \(1\.1 MiB\).*at most 1,048,576 bytes \(1\.0 MiB; a 1 MiB test device\)"):
+        jdense.init(jax.random.key(0), 1000, 300)
+    assert jax.eval_shape(lambda: jdense.init(jax.random.key(0), 1000, 200))["w"].shape == (1000, 200)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_param_shapes_are_init_shapes_without_allocating(use_bias):
+    shapes = jdense.dense.param_shapes(4, 3, use_bias=use_bias, dtype=jnp.bfloat16)
+    assert shapes == jax.eval_shape(lambda: jdense.init(jax.random.key(0), 4, 3, use_bias=use_bias, dtype=jnp.bfloat16))
+    assert jdense.dense.param_shapes(10**9, 10**9)["w"].shape == (10**9, 10**9)  # describing is not allocating

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -239,6 +242,52 @@ def test_batch_norm_wrong_width_is_refused():
 def test_batch_norm_bad_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         jdense.BatchNorm(3, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"epsilon": "tiny"}, {"momentum": "0.9"}, {"momentum": None}, {"epsilon": True},
+                                    {"epsilon": np.array([1e-5])}], ids=["eps str", "momentum str", "None", "bool", "array"])
+def test_batch_norm_non_numbers_are_type_errors(kwargs):
+    """BatchNorm(epsilon="tiny") used to fail with a raw comparison error between str and int."""
+    (name, value), = kwargs.items()
+    with pytest.raises(TypeError, match=rf"BatchNorm {name} must be a .*number.*got {re.escape(repr(value))}"):
+        jdense.BatchNorm(3, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"epsilon": float("inf")}, {"epsilon": float("nan")}, {"momentum": float("nan")}])
+def test_batch_norm_non_finite_is_refused(kwargs):
+    with pytest.raises(ValueError, match="finite"):
+        jdense.BatchNorm(3, **kwargs)
+
+
+def test_numpy_scalars_become_python_numbers():
+    """NumPy scalars are ordinary numbers to users; stored as Python numbers the layers stay hashable and JSON-ready."""
+    dense = Dense(np.int64(4), np.int32(3), lambda_=np.float32(1e-4), use_bias=np.bool_(True))
+    bn = jdense.BatchNorm(np.int64(8), momentum=np.float32(0.5), epsilon=np.float64(1e-3))
+    assert dense == Dense(4, 3, lambda_=float(np.float32(1e-4)))
+    assert bn == jdense.BatchNorm(8, momentum=0.5, epsilon=1e-3)
+    fields = (dense.in_features, dense.out_features, dense.lambda_, dense.use_bias, bn.features, bn.momentum, bn.epsilon)
+    assert [type(v) for v in fields] == [int, int, float, bool, int, float, float]
+    hash(dense), hash(bn)
+    config = jdense.Sequential([dense, jdense.BatchNorm(3)]).to_config()
+    assert jdense.Sequential.from_config(json.loads(json.dumps(config))).layers[0] == dense
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), np.float32("inf")], ids=["inf", "nan", "np inf"])
+def test_dense_non_finite_lambda_is_refused(value):
+    with pytest.raises(ValueError, match=r"lambda_ must be a finite real number >= 0, got (inf|nan); pass a finite number"):
+        Dense(4, 3, lambda_=value)
+
+
+@pytest.mark.parametrize("value", ["0.1", None, True])
+def test_dense_lambda_must_be_a_number(value):
+    with pytest.raises(TypeError, match=rf"lambda_ must be a finite real number >= 0, got {re.escape(repr(value))}"):
+        Dense(4, 3, lambda_=value)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1.0, None])
+def test_dense_use_bias_must_be_a_bool(value):
+    with pytest.raises(TypeError, match=rf"use_bias must be True or False, got {re.escape(repr(value))}"):
+        Dense(4, 3, use_bias=value)
 
 
 # --------------------------------------------------------------------------- FunctionLayer

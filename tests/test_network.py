@@ -363,3 +363,106 @@ def test_sequential_refuses_non_layers():
 def test_mlp_bad_sizes(sizes):
     with pytest.raises((TypeError, ValueError), match="sizes"):
         mlp(sizes)
+
+
+# --------------------------------------------------------------------------- params of another network
+
+
+def test_params_of_another_architecture_are_refused_naming_the_leaf():
+    """The issue's case: params of mlp([4, 5, 9]) used to run in mlp([4, 8, 3]) and return shape (n, 9)."""
+    net = mlp([4, 8, 3])
+    other = _np_params(mlp([4, 5, 9]))
+    with pytest.raises(ValueError, match=r"apply: params do not fit this network: params\['dense_0'\]\['b'\] has shape "
+                       r"\(5,\) float32 but this network expects \(8,\) float32"):
+        net.apply(other, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"^fit: params do not fit"):
+        net.check_params(other, "fit")
+    net.check_params(_np_params(net))  # its own params pass
+    net.check_params(jax.eval_shape(net.init, jax.random.key(0)))  # shapes alone are enough
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda p: {"dense_0": p["dense_0"]}, r"params has no 'dense_1' \(the network's layers with params are dense_0, dense_1\)"),
+        (lambda p: {**p, "dense_2": p["dense_1"]}, r"params has 'dense_2', which this network has no params for"),
+        (lambda p: {**p, "dense_0": {"w": p["dense_0"]["w"]}}, r"params\['dense_0'\]\['b'\] is missing \(expected shape \(8,\) float32\)"),
+        (lambda p: {**p, "dense_0": {**p["dense_0"], "v": p["dense_0"]["b"]}}, r"params\['dense_0'\]\['v'\] is not a param"),
+        (lambda p: {**p, "dense_0": [p["dense_0"]["b"], p["dense_0"]["w"]]}, r"params\['dense_0'\]\[0\] is not a param"),
+        (lambda p: {**p, "dense_1": {**p["dense_1"], "w": p["dense_1"]["w"].T}}, r"params\['dense_1'\]\['w'\] has shape \(3, 8\)"),
+        (lambda p: {**p, "dense_1": {**p["dense_1"], "w": np.ones((8, 3), np.int32)}}, r"has shape \(8, 3\) int32 but .* \(8, 3\) float32"),
+    ],
+    ids=["missing layer", "extra layer", "missing leaf", "extra leaf", "list", "transposed", "integer"],
+)
+def test_check_params_names_the_first_mismatch(change, match):
+    net = mlp([4, 8, 3])
+    with pytest.raises(ValueError, match=match):
+        net.check_params(change(_np_params(net)))
+
+
+def test_check_params_accepts_other_float_dtypes():
+    """Mixed precision keeps the tree and shapes; only the kind of dtype (floating) must match."""
+    net = mlp([4, 8, 3])
+    net.check_params(jax.tree.map(lambda x: x.astype(jnp.bfloat16), _np_params(net)))
+
+
+@pytest.mark.parametrize("params,match", [
+    (jax.random.key(0), r"params must be the dict from net.init\(key\); got a PRNG key \(.*\) — did you swap the arguments\?"),
+    (jax.random.PRNGKey(0), r"params must be the dict from net.init\(key\); got a PRNG key \(.*uint32\) — did you swap"),
+    ([{"w": jnp.ones((4, 8))}], r"params must be the dict from net.init\(key\) .*got list"),
+], ids=["typed key", "raw key", "list"])
+def test_params_not_a_dict_is_a_type_error(params, match):
+    net = mlp([4, 8, 3])
+    with pytest.raises(TypeError, match=r"^apply: " + match):
+        net.apply(params, jnp.ones((2, 4)))
+    with pytest.raises(TypeError, match=r"^fit: params must be the dict"):
+        net.check_params(params, "fit")
+
+
+def test_an_array_for_params_is_described():
+    with pytest.raises(TypeError, match=r"got an array of shape \(2, 4\) and dtype float32"):
+        mlp([4, 8, 3]).apply(jnp.ones((2, 4)), jnp.ones((2, 4)))
+
+
+def test_state_not_a_dict_is_a_type_error():
+    net = mlp([3, 4, 2], batch_norm=True)
+    with pytest.raises(TypeError, match=r"state must be the dict from net.init_state\(\).*got list"):
+        net.apply(_np_params(net), jnp.ones((2, 3)), state=[1])
+
+
+def test_check_params_with_user_layers():
+    """A traceable user layer is checked like the built-in ones; one that needs concrete values is skipped."""
+    traced = jdense.Sequential([(lambda key: {"c": jnp.ones(3)}, lambda p, x: x * p["c"]), Dense(3, 2)])
+    params = {"layer_0": {"c": jnp.ones(3)}, "dense_0": _np_params(mlp([3, 2]))["dense_0"]}
+    traced.check_params(params)
+    with pytest.raises(ValueError, match=r"params\['layer_0'\]\['c'\] has shape \(4,\)"):
+        traced.check_params({**params, "layer_0": {"c": jnp.ones(4)}})
+
+    def concrete_init(key):
+        return {"c": jnp.full((3,), float(np.asarray(jax.random.key_data(key))[-1] % 2))}
+
+    opaque = jdense.Sequential([(concrete_init, lambda p, x: x * p["c"]), Dense(3, 2)])
+    opaque.check_params(params)
+    with pytest.raises(ValueError, match=r"params\['dense_0'\]\['w'\]"):
+        opaque.check_params({**params, "dense_0": {"w": jnp.ones((4, 2)), "b": jnp.ones(2)}})
+
+
+# --------------------------------------------------------------------------- params too large for the device
+
+
+def test_init_refuses_params_larger_than_the_device_naming_the_layer():
+    """mlp([10**9, 10**9]).init used to abort the process (XLA "Check failed")."""
+    with pytest.raises(ValueError, match=r"^dense_0 needs 4,000,000,004,000,000,000 bytes \(3\.5 EiB\) for its params "
+                       r"\(w \(1000000000, 1000000000\) float32 and b \(1000000000,\) float32\), but the device holds at most"):
+        mlp([10**9, 10**9]).init(jax.random.key(0))
+
+
+def test_init_refuses_layers_that_fit_one_by_one_but_not_together(monkeypatch):
+    from jdense import _checks
+
+    monkeypatch.setattr(_checks, "device_capacity", lambda: (10_000, "a 10 kB test device"))
+    net = mlp([40, 40, 40])  # 2 x 6,560 bytes
+    with pytest.raises(ValueError, match=r"^this network needs 13,120 bytes .*\(2 layers, the largest dense_0\).*10,000 bytes"):
+        net.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"^dense_1 needs 24,600 bytes .*w \(40, 150\) float32 and b \(150,\) float32"):
+        mlp([40, 40, 150]).init(jax.random.key(0))

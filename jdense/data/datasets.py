@@ -7,8 +7,11 @@ is read from a directory you provide, digits ships inside scikit-learn.
 
 from __future__ import annotations
 
+import codecs
 import csv as _csv
 import gzip
+import io
+import math
 import os
 import zlib
 from collections.abc import Callable
@@ -163,7 +166,7 @@ def _load_idx(path: Path, caller: str, expected_magic: int | None = None, kind: 
         )
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a huge header cannot overflow
     found = len(data) - header_size
     dims = " x ".join(str(d) for d in shape)
     if found < expected:
@@ -307,6 +310,18 @@ def mnist(
     def split(prefix: str) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
         images = load(f"{prefix}-images-idx3-ubyte", _IMAGES_MAGIC, "MNIST images: unsigned bytes, 3 dimensions")
         labels = load(f"{prefix}-labels-idx1-ubyte", _LABELS_MAGIC, "MNIST labels: unsigned bytes, 1 dimension")
+        if images.size == 0:
+            raise ValueError(
+                f"{caller}: '{found[f'{prefix}-images-idx3-ubyte']}' holds no images (shape "
+                f"{' x '.join(map(str, images.shape))}); the file is empty or corrupted, re-download it"
+            )
+        if labels.size and labels.max() > 9:
+            bad = np.flatnonzero(labels > 9)
+            raise ValueError(
+                f"{caller}: '{found[f'{prefix}-labels-idx1-ubyte']}' holds {bad.size} label(s) outside 0..9 "
+                f"(first {int(labels[bad[0]])} at index {int(bad[0])}); MNIST labels are digits 0..9, "
+                "check it is an MNIST-format labels file (not corrupted), or re-download it"
+            )
         if images.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"{caller}: '{found[f'{prefix}-images-idx3-ubyte']}' holds {images.shape[0]} images but "
@@ -324,6 +339,11 @@ def mnist(
 # ---------------------------------------------------------------------------
 
 
+def _encoding_name(encoding: str) -> str:
+    name = codecs.lookup(encoding).name
+    return "UTF-8" if name in ("utf-8", "utf-8-sig") else encoding
+
+
 def _parse_float(cell: str) -> float:
     """Parses a numeric cell; an empty cell is a missing value (NaN)."""
     text = cell.strip()
@@ -338,6 +358,7 @@ def csv(
     *,
     task: Literal["classification", "regression"] = "classification",
     delimiter: str = ",",
+    encoding: str = "utf-8-sig",
 ) -> tuple[NDArray[np.float32], NDArray[Any]]:
     """Loads a numeric table with a header row from a CSV file.
 
@@ -351,6 +372,9 @@ def csv(
         task: ``"classification"`` (integer class labels) or
             ``"regression"`` (real-valued target).
         delimiter: One-character field separator, e.g. ``";"`` or ``"\\t"``.
+        encoding: The file's text encoding; the default reads UTF-8 with or
+            without a byte-order mark. E.g. ``"latin-1"`` or ``"cp1252"`` for
+            files saved by older spreadsheet programs.
 
     Returns:
         ``(x, y)`` with ``x`` float32 of shape ``(num_rows, num_features)``
@@ -359,9 +383,10 @@ def csv(
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the header or target column is missing, a row has the
-            wrong number of fields, a feature cell is not numeric, features
-            hold NaN/Inf/empty cells, or the target does not fit ``task``.
+        ValueError: If the file is not text in ``encoding``, the header or
+            target column is missing, a row has the wrong number of fields, a
+            feature cell is not numeric, features hold NaN/Inf/empty cells or
+            values beyond float32's range, or the target does not fit ``task``.
         TypeError: If ``target`` is not a string.
 
     Example:
@@ -378,23 +403,38 @@ def csv(
         )
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise ValueError(f'{source}: delimiter must be a single character, got {delimiter!r}; e.g. delimiter=";"')
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(f"{source}: unknown encoding {encoding!r}; pass e.g. encoding='utf-8' or 'latin-1'") from None
     if not file.is_file():
         what = "is a directory, not a file" if file.is_dir() else "does not exist"
         raise FileNotFoundError(f"{source}: '{file}' {what}; check the path to your CSV file")
 
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = _csv.reader(handle, delimiter=delimiter)
-        header: list[str] | None = None
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        for row in reader:
-            if not row or all(not cell.strip() for cell in row):
-                continue  # blank line
-            if header is None:
-                header = [cell.strip() for cell in row]
-                continue
-            rows.append(row)
-            lines.append(reader.line_num)
+    data = file.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        start = err.start + len(data) - len(err.object)  # the decoder may have dropped a byte-order mark
+        line = data.count(b"\n", 0, start) + 1
+        raise ValueError(
+            f"{source}: '{file}' is not {_encoding_name(encoding)} text: byte 0x{data[start]:02X} on line {line} (offset "
+            f"{start}) cannot be decoded; pass the file's encoding, e.g. encoding='latin-1' or "
+            "encoding='cp1252', or re-save the file as UTF-8"
+        ) from None
+
+    reader = _csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for row in reader:
+        if not row or all(not cell.strip() for cell in row):
+            continue  # blank line
+        if header is None:
+            header = [cell.strip() for cell in row]
+            continue
+        rows.append(row)
+        lines.append(reader.line_num)
 
     if header is None:
         raise ValueError(f"{source}: the file is empty; expected a header row naming the columns, then data rows")
@@ -439,6 +479,16 @@ def csv(
         y_raw.append(row[t_col].strip())
 
     _check_finite_features(x, source, locate=lambda i: f"line {lines[i]}", note="empty cells count as NaN; ")
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    over = np.argwhere(np.isinf(x32))
+    if over.size:
+        i, k = over[0]
+        raise ValueError(
+            f"{source}: row {i + 1} (line {lines[i]}), column {header[feature_cols[k]]!r} has value "
+            f"{rows[i][feature_cols[k]].strip()!r}, beyond float32's range (±3.4e38) ({len(over)} such value(s)); "
+            "rescale that column (e.g. change its unit) or drop it"
+        )
 
     if task == "regression":
         y = np.empty(len(rows), dtype=np.float64)
@@ -458,7 +508,15 @@ def csv(
                 f"{source}: {rows_txt} NaN, Inf or an empty value in target column {target!r} "
                 f"(first at line {lines[int(np.flatnonzero(bad_y)[0])]}); clean or drop them first"
             )
-        return x.astype(np.float32), y.astype(np.float32)
+        with np.errstate(over="ignore"):
+            y32 = y.astype(np.float32)
+        if np.isinf(y32).any():
+            i = int(np.flatnonzero(np.isinf(y32))[0])
+            raise ValueError(
+                f"{source}: row {i + 1} (line {lines[i]}), target column {target!r} has value {y_raw[i]!r}, beyond "
+                "float32's range (±3.4e38); rescale the target (e.g. change its unit)"
+            )
+        return x32, y32
 
     labels = np.empty(len(rows), dtype=np.int64)
     for i, cell in enumerate(y_raw):
@@ -474,4 +532,4 @@ def csv(
                 "the classes as integers 0..K-1"
             )
         labels[i] = int(value)
-    return x.astype(np.float32), labels.astype(np.int32)
+    return x32, labels.astype(np.int32)
