@@ -51,6 +51,14 @@ def test_module_entry_point_runs_and_honours_the_cache_opt_out(tmp_path):
     assert not (tmp_path / "jdense").exists()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_total_time_counts_from_process_start():
+    script = "import time; t = time.perf_counter(); from jdense.cli import _process_age; print(_process_age(), time.perf_counter() - t)"
+    age, since_import = map(float, subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                                  timeout=120, check=True).stdout.split())
+    assert since_import <= age < since_import + 5.0  # plus the interpreter's own start
+
+
 @pytest.mark.parametrize("verbose", [1, 2])
 def test_output_is_a_bar_or_epoch_lines_then_one_result_line(verbose, capsys):
     assert main(["train", *SMALL, "--verbose", str(verbose), "--patience", "0"]) == 0
