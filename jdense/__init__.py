@@ -8,6 +8,7 @@ checkpoints and data helpers.
 from jdense import activations, data, initializers, losses, metrics, parallel
 from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
 from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
+from jdense.compilation import enable_compilation_cache
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
 from jdense.network import Sequential, mlp, summary
@@ -46,6 +47,7 @@ __all__ = [
     "checkpoint_callback",
     "clear_cache",
     "data",
+    "enable_compilation_cache",
     "apply",
     "hyperparams",
     "init",

@@ -141,18 +141,37 @@ class BestCheckpoint(Callback):
         return False
 
 
+def _number(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"  # a diverged loss stays short
+
+
 def format_logs(logs: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+    """``{"loss": 0.5, "accuracy": 0.9}`` as ``"loss 0.5000  accuracy 0.9000"``."""
+    return "  ".join(f"{k} {_number(v)}" for k, v in logs.items())
 
 
 class ProgressBar(Callback):
-    """A ``tqdm.auto`` bar over epochs (a widget in Jupyter) and one line per epoch with the metrics.
+    """Shows training progress: a ``tqdm.auto`` bar over epochs, or one line per epoch.
 
-    ``verbose=1``: bar and lines; ``verbose=2``: lines only; ``verbose=0``: silent.
+    :func:`jdense.fit` adds one when ``verbose`` is not 0.
+
+    Args:
+      epochs: the epoch training stops after (the bar's total).
+      verbose: 1: a bar (a widget in Jupyter) whose postfix shows the last epoch's
+        metrics; 2: one line per epoch with its metrics and the time elapsed since
+        training began, and no bar (for logs); 0: silent.
+      initial_epoch: the epoch a resumed run starts from.
+
+    Example:
+      >>> bar = ProgressBar(epochs=40, verbose=2)
+      >>> # result = jdense.fit(..., callbacks=[bar], verbose=0)
+      >>> # epoch 1/40  accuracy 0.5501  loss 1.5868  elapsed 1.2 s
     """
 
     def __init__(self, epochs: int, verbose: int = 1, initial_epoch: int = 0):
-        self.epochs, self.verbose, self.initial_epoch = epochs, verbose, initial_epoch
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got {verbose!r}.")
+        self.epochs, self.verbose, self.initial_epoch = epochs, int(verbose), initial_epoch
         self.bar = None
 
     def on_train_begin(self):
@@ -163,16 +182,16 @@ class ProgressBar(Callback):
             self.bar = tqdm(total=self.epochs, initial=self.initial_epoch, unit="epoch", dynamic_ncols=True)
 
     def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
-        line = f"epoch {epoch + 1}/{self.epochs}  {format_logs(logs)}  ({time.perf_counter() - self.start:.1f} s)"
         if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self.bar.set_postfix({k: _number(v) for k, v in logs.items()}, refresh=False)
             self.bar.update(1)
-            self.bar.write(line)
-        elif self.verbose:
-            print(line, flush=True)
+        elif self.verbose == 2:
+            elapsed = time.perf_counter() - self.start
+            print(f"epoch {epoch + 1}/{self.epochs}  {format_logs(logs)}  elapsed {elapsed:.1f} s", flush=True)
         return False
 
     def on_train_end(self, params, state):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
         return None

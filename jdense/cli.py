@@ -2,41 +2,80 @@
 
 With no arguments it trains a 64-128-64-10 network on scikit-learn's bundled digits and
 prints the test metrics. Every option has a default; ``jdense train --help`` lists them.
+Every failure is one line on stderr: status 2 for bad arguments, 1 for a failed run
+(``JDENSE_DEBUG=1`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
 
+from jdense.callbacks import ProgressBar, format_logs
+
 _USAGE_ERROR = 2
+_RUN_ERROR = 1
+_PROG = "jdense train"
+_EXPECTED = (ValueError, TypeError, OSError, ImportError, FloatingPointError)
+
+_DESCRIPTION = """\
+Train a dense network and print its test metrics.
+
+The data set (for mnist:DIR, its training and test files together) is shuffled with
+--seed and split 70/10/20 into training, validation and test sets, stratified by class
+for classification. Each feature is standardized to mean 0 and standard deviation 1
+with the training split's statistics (a constant feature is only centred). For
+--task regression the target is standardized the same way for training, and every
+reported loss and error is converted back to the target's units. Early stopping
+(--patience) watches the validation loss and restores the best epoch's weights; the
+test split is used once, at the end.
+"""
+
+_EPILOG = """\
+environment:
+  JDENSE_NO_COMPILATION_CACHE=1  same as --no-compilation-cache
+  JDENSE_DEBUG=1                 show the Python traceback of a failure
+  XDG_CACHE_HOME                 the compilation cache is $XDG_CACHE_HOME/jdense
+                                 (default ~/.cache/jdense)
+"""
 
 
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line: ``jdense train: error: ...``."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(_USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(_USAGE_ERROR, _usage(self.prog, message))
 
 
-def _positive(kind):
+def _usage(prog: str, message: str) -> str:
+    return f"{prog}: error: {message} (see {prog} --help)\n"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's paragraphs; shows every default that is a value."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _number(kind, *, low: float, low_ok: bool, high: float = math.inf):
+    """An argparse type: a finite ``kind`` in ``[low, high)`` (``(low, high)`` when not ``low_ok``)."""
+
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (math.isfinite(value) and (value >= low if low_ok else value > low) and value < high):
+            bound = f"{'>=' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _widths(text: str) -> list[int]:
@@ -49,6 +88,12 @@ def _widths(text: str) -> list[int]:
     return widths
 
 
+def _source(text: str) -> str:
+    if text == "digits" or (text.startswith(("mnist:", "csv:")) and text.partition(":")[2]):
+        return text
+    raise argparse.ArgumentTypeError(f"must be digits, mnist:DIR or csv:FILE, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jdense.activations import ACTIVATIONS
     from jdense.initializers import INITIALIZERS
@@ -56,26 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="jdense", description="jdense: dense neural networks on JAX.")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
-    train = commands.add_parser("train", help="train a dense network and print its test metrics",
-                                description="Train a dense network and print its test metrics.")
-    train.add_argument("--data", default="digits",
-                       help="digits (bundled with scikit-learn), mnist:DIR (IDX files) or csv:FILE (default digits)")
-    train.add_argument("--target", help="the target column of a csv file")
-    train.add_argument("--task", choices=("classification", "regression"), default="classification",
-                       help="for csv data: classification (integer labels) or regression")
-    train.add_argument("--hidden", type=_widths, default=[128, 64], help="hidden widths, e.g. 128,64 (default)")
-    train.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
-    train.add_argument("--initializer", choices=["auto", *sorted(INITIALIZERS)], default="auto")
-    train.add_argument("--lambda", dest="lambda_", type=_non_negative, default=1e-4, help="L2 strength (default 1e-4)")
-    train.add_argument("--dropout", type=float, default=0.0, help="dropout rate after each hidden layer")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    train.add_argument("--lr", type=_positive(float), default=1e-3, help="learning rate (default 1e-3)")
-    train.add_argument("--epochs", type=_positive(int), default=40)
-    train.add_argument("--batch-size", type=_positive(int), default=32)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--patience", type=int, default=10, help="early-stopping patience on val_loss (0: off)")
-    train.add_argument("--save", metavar="PATH", help="write the best model to this safetensors checkpoint")
-    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    train = commands.add_parser("train", prog=_PROG, help="train a dense network and print its test metrics",
+                                description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_Formatter)
+    add = train.add_argument
+    add("--data", type=_source, default="digits", metavar="SOURCE",
+        help="digits (bundled with scikit-learn), mnist:DIR (the four IDX files) or csv:FILE (with a header row)")
+    add("--target", metavar="COLUMN", help="the column of a csv file to predict (required with csv:FILE)")
+    add("--task", choices=("classification", "regression"), default="classification",
+        help="for csv data: classification (integer labels 0..k-1) or regression")
+    add("--hidden", type=_widths, default="128,64", metavar="WIDTHS", help="hidden layer widths, comma-separated")
+    add("--activation", choices=sorted(ACTIVATIONS), default="relu", metavar="NAME",
+        help=f"hidden activation: {', '.join(sorted(ACTIVATIONS))}")
+    add("--initializer", choices=["auto", *sorted(INITIALIZERS)], default="auto", metavar="NAME",
+        help=f"weight initializer: auto (He for ReLU-like, else Glorot), {', '.join(sorted(INITIALIZERS))}")
+    add("--lambda", dest="lambda_", type=_number(float, low=0, low_ok=True), default="1e-4", metavar="LAMBDA",
+        help="L2 strength of every layer's weights")
+    add("--dropout", type=_number(float, low=0, low_ok=True, high=1), default=0.0, metavar="RATE",
+        help="dropout rate after each hidden layer, in [0, 1)")
+    add("--optimizer", choices=OPTIMIZERS, default="adam", help="the optax optimizer")
+    add("--lr", type=_number(float, low=0, low_ok=False), default="1e-3", help="learning rate")
+    add("--epochs", type=_number(int, low=0, low_ok=False), default=40, help="the most epochs to train")
+    add("--batch-size", type=_number(int, low=0, low_ok=False), default=32, metavar="N",
+        help="minibatch size (clamped to the training rows)")
+    add("--seed", type=_number(int, low=0, low_ok=True), default=0, help="seed of the split, the init and the shuffles")
+    add("--patience", type=_number(int, low=0, low_ok=True), default=10,
+        help="early stopping: epochs without a better val_loss before stopping (0: off)")
+    add("--save", metavar="PATH", help="write the best model (by val_loss) to this safetensors checkpoint")
+    add("--verbose", type=int, choices=(0, 1, 2), default=1,
+        help="0: only the result line; 1: a progress bar and the result line; 2: a line per epoch and the result line")
+    add("--no-compilation-cache", action="store_true",
+        help="do not keep compiled programs in $XDG_CACHE_HOME/jdense (or ~/.cache/jdense) for the next run")
     return parser
 
 
@@ -91,22 +146,64 @@ def _load(args):
         (xtr, ytr), (xte, yte) = data.mnist(source[len("mnist:"):])
         x, y = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
         return x.reshape(len(x), -1), y
-    if source.startswith("csv:"):
-        if not args.target:
-            raise ValueError("--data csv:FILE needs --target COLUMN (the column to predict)")
-        return data.csv(source[len("csv:"):], args.target, task=args.task)
-    raise ValueError(f"--data must be digits, mnist:DIR or csv:FILE, got {source!r}")
+    return data.csv(source[len("csv:"):], args.target, task=args.task)
 
 
-def train(args) -> dict[str, float]:
+def _in_target_units(logs: dict[str, float], y_std: float) -> dict[str, float]:
+    """Regression logs computed on standardized targets, in the target's own units."""
+    scale = {"loss": y_std**2, "mse": y_std**2, "mae": y_std, "rmse": y_std}
+    return {k: v * scale.get(k.removeprefix("val_"), 1.0) for k, v in logs.items()}
+
+
+class _Progress(ProgressBar):
+    """The progress bar, with regression logs in the target's units."""
+
+    def __init__(self, epochs: int, verbose: int, y_std: float):
+        super().__init__(epochs, verbose)
+        self.y_std = y_std
+
+    def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
+        return super().on_epoch_end(epoch, _in_target_units(logs, self.y_std), params)
+
+
+def _warn(message: str) -> None:
+    print(f"{_PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _check_progress(losses: list[float], baseline: float, what: str) -> None:
+    """Warns when training made the loss worse, or no better than a constant prediction."""
+    first, last = losses[0], losses[-1]
+    if last > first:
+        _warn(f"the training loss rose from {first:.4g} (epoch 1) to {last:.4g} (epoch {len(losses)}); "
+              "the run diverged: lower --lr")
+    elif last >= baseline:
+        _warn(f"the final training loss {last:.4g} is no better than {what} ({baseline:.4g}); "
+              "the run diverged or learned nothing: lower --lr")
+
+
+def _compilation_cache(args) -> None:
+    if args.no_compilation_cache or os.environ.get("JDENSE_NO_COMPILATION_CACHE", "").strip().lower() in (
+            "1", "true", "yes", "on"):
+        return
+    import jax
+
+    from jdense.compilation import enable_compilation_cache
+
+    try:  # a JAX_COMPILATION_CACHE_DIR of the user's wins over ours
+        enable_compilation_cache(jax.config.jax_compilation_cache_dir)
+    except (ValueError, TypeError, OSError) as err:
+        _warn(f"running without the compilation cache: {err}")
+
+
+def train(args, start: float | None = None) -> dict[str, float]:
+    """Runs ``jdense train`` from parsed arguments; prints and returns the test metrics."""
     import jax
     import numpy as np
 
     import jdense
     from jdense import data
 
-    if not 0.0 <= args.dropout < 1.0:
-        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+    start = time.perf_counter() if start is None else start
     classification = args.task == "classification" or not args.data.startswith("csv:")
     x, y = _load(args)
     x = x.reshape(len(x), -1).astype(np.float32)
@@ -114,6 +211,7 @@ def train(args) -> dict[str, float]:
         args.seed, x, y, val=0.1, test=0.2, stratify=classification)
     scaler = data.Standardizer.fit(xtr)
     xtr, xva, xte = (scaler.transform(a).astype(np.float32) for a in (xtr, xva, xte))
+    y_std = 1.0
     if classification:
         out, loss = int(y.max()) + 1, "cross_entropy"
     else:
@@ -134,24 +232,37 @@ def train(args) -> dict[str, float]:
         if not classification:
             metadata["target_scale"] = {"mean": y_mean, "std": y_std}
         callbacks.append(jdense.BestCheckpoint(checkpoint.checkpoint_callback(args.save, net=net, metadata=metadata)))
-    start = time.perf_counter()
-    result = jdense.fit(net, net.init(key_init), xtr, ytr, loss=loss,
-                        optimizer=jdense.optimizer(net, args.optimizer, args.lr),
-                        epochs=args.epochs, batch_size=min(args.batch_size, len(xtr)), key=key_fit,
-                        validation_data=(xva, yva), callbacks=callbacks, verbose=args.verbose)
-    seconds = time.perf_counter() - start
-    logs = jdense.evaluate(net, result.params, xte, yte, loss=loss, state=result.state)
-    if not classification:  # report errors in the target's own units
-        logs = {"mse": logs["mse"] * y_std**2, "mae": logs["mae"] * y_std, "loss": logs["loss"]}
-    print("test " + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
-          + f"  ({result.epochs} epochs, {seconds:.1f} s)")
+    bar = _Progress(args.epochs, args.verbose, y_std)
+    callbacks.append(bar)
+    fit_start = time.perf_counter()
+    try:
+        result = jdense.fit(net, net.init(key_init), xtr, ytr, loss=loss,
+                            optimizer=jdense.optimizer(net, args.optimizer, args.lr),
+                            epochs=args.epochs, batch_size=min(args.batch_size, len(xtr)), key=key_fit,
+                            validation_data=(xva, yva), callbacks=callbacks, verbose=0)
+    except FloatingPointError as err:  # fit's advice names its own arguments; on the command line it is --lr
+        raise FloatingPointError(f"the run diverged ({str(err).split(';')[0].removeprefix('fit: ')}); lower --lr") from err
+    finally:
+        bar.on_train_end(None, None)  # closes the bar when fit raised, so an error starts its own line
+    fit_seconds = time.perf_counter() - fit_start
+    logs = _in_target_units(jdense.evaluate(net, result.params, xte, yte, loss=loss, state=result.state), y_std)
+    units = "" if classification else ", loss and errors in target units"
+    print(f"test {format_logs(logs)}  ({result.epochs} epochs in {fit_seconds:.1f} s training, "
+          f"{time.perf_counter() - start:.1f} s total{units})", flush=True)
     if args.save:
         print(f"saved the best model (by val_loss) to {args.save}")
+    if classification:  # the cross-entropy of the best constant prediction: the labels' entropy
+        freq = np.unique(ytr, return_counts=True)[1] / len(ytr)
+        baseline, what = float(-(freq * np.log(freq)).sum()), "predicting the class frequencies"
+    else:  # the mse of predicting the mean: the variance
+        baseline, what = y_std**2, "predicting the mean"
+    _check_progress([v * y_std**2 for v in result.history["loss"]], baseline, what)  # y_std is 1 unless regression
     return logs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jdense`` console script; returns the exit status."""
+    start = time.perf_counter() - (_process_age() if argv is None else 0.0)  # "total" counts the imports too
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["train"]
@@ -159,9 +270,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command != "train":
         parser.error("unknown command; use: jdense train [options]")
+    if args.data.startswith("csv:") and not args.target:
+        return _usage_exit("--data csv:FILE needs --target COLUMN (the column to predict)")
+    if not args.data.startswith("csv:") and (args.target or args.task != "classification"):
+        return _usage_exit("--target and --task apply to --data csv:FILE only")
+    debug = os.environ.get("JDENSE_DEBUG", "").strip() not in ("", "0")
     try:
-        train(args)
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as err:
-        print(f"jdense train: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return _USAGE_ERROR
+        _compilation_cache(args)
+        train(args, start)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        text = str(err).strip()
+        text = text.splitlines()[0] if text else type(err).__name__
+        if not isinstance(err, _EXPECTED):  # a bug or a device failure: name it, offer the traceback
+            text = f"{type(err).__name__}: {text} (JDENSE_DEBUG=1 shows the traceback)"
+        print(f"{_PROG}: error: {text}", file=sys.stderr)
+        return _RUN_ERROR
     return 0
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rpartition(")")[2].split()[19])  # field 22: start time, in ticks since boot
+        return max(time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
+def _usage_exit(message: str) -> int:
+    sys.stderr.write(_usage(_PROG, message))
+    return _USAGE_ERROR

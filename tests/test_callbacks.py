@@ -295,12 +295,17 @@ def test_verbose_2_prints_one_line_per_epoch_and_a_duck_typed_callback_stops(cap
     assert "epoch/s" not in captured.err  # no progress bar
 
 
-def test_verbose_1_writes_through_tqdm(capsys):
+def test_verbose_1_shows_the_bar_only(capsys):
     _fit_cls(verbose=1)
     captured = capsys.readouterr()
-    both = captured.out + captured.err
-    assert "epoch 1/2" in both and "epoch 2/2" in both
-    assert "2/2" in captured.err  # the bar itself (tqdm writes it to stderr)
+    assert captured.out == ""  # no line per epoch
+    assert "2/2" in captured.err and "val_loss=" in captured.err  # tqdm's bar, metrics in its postfix
+    assert "epoch 1/2" not in captured.err
+
+
+def test_progress_bar_refuses_an_unknown_verbose():
+    with pytest.raises(ValueError, match="verbose must be 0"):
+        jdense.ProgressBar(epochs=3, verbose=3)
 
 
 def test_progress_bar_driven_directly(capsys):
