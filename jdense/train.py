@@ -241,7 +241,7 @@ def fit(
         mse and mae for regression. The loss is always logged.
       callbacks: e.g. ``[jdense.EarlyStopping(patience=5), jdense.BestCheckpoint(save)]``.
       class_weight: ``{class: weight}`` or a sequence, to weigh rare classes up.
-      verbose: 1 progress bar and a line per epoch, 2 lines only, 0 silent.
+      verbose: 1 a progress bar (metrics in its postfix), 2 a line per epoch (no bar), 0 silent.
       opt_state: to resume: the optimizer state (default ``optimizer.init(params)``).
       state: to resume: the network state (default ``net.init_state()``).
       initial_epoch: to resume: the epoch to start from (the shuffle of epoch ``e`` depends
