@@ -100,7 +100,7 @@ def child(devices: int, rounds: int, epochs: int, interleaved: int) -> dict:
     from jdense import losses, metrics, programs, train
 
     opt = jdense.optimizer(net)
-    accuracy = {"accuracy": metrics.get_metric("accuracy")}
+    accuracy = (metrics.get_metric("accuracy"),)
     runs = {}
     for name, mesh in paths.items():
         p = parallel.place(jax.tree.map(jnp.array, params), mesh)
@@ -115,7 +115,7 @@ def child(devices: int, rounds: int, epochs: int, interleaved: int) -> dict:
         idx, mask, key = parallel.place((*train._padded_indices(order, BATCH), jax.random.key(1)),
                                         mesh)
         *carry[:], sums, _ = fn(*carry, *data, idx, mask, key, np.uint32(epoch), None, np.bool_(False), None)
-        train._logs(sums, programs.sum_names(accuracy))  # params, opt_state, state donated and replaced
+        train._logs(sums, accuracy, 10)  # params, opt_state, state donated and replaced
 
     for name in paths:
         one_epoch(name, 0)  # compile

@@ -1,38 +1,192 @@
-"""Metrics as per-sample values, so that they sum over batches exactly.
+"""Metrics as ``(update, result)`` pairs: statistics summed over batches inside the compiled
+epoch, finished on the host once per epoch (optax's pattern, applied to metrics).
 
-``accuracy`` reads outputs as logits: the argmax for several outputs, ``output > 0``
-for a single one (sigmoid probability above one half).
+``update(outputs, targets, weights)`` returns the batch's weighted sufficient statistics,
+an array of the shape ``shape(width)`` (``width``: the network's output width); the
+epoch adds them up. ``result(statistics, count, width)`` turns the sums into the value,
+with ``count`` the summed weights. Means of per-sample values are the simplest case (``shape``
+is ``()``); precision, recall and F1 sum a confusion count per class, AUC a histogram
+of scores over fixed thresholds. Outputs are read as logits: the argmax for several
+outputs, ``output > 0`` for a single one.
+
+| name | statistics | value |
+|---|---|---|
+| ``"accuracy"`` | per-sample 0/1 | mean |
+| ``"top_k_accuracy"`` (k=5), ``("top_k_accuracy", k)`` | label among the k largest outputs | mean |
+| ``"precision"``, ``"recall"``, ``"f1"`` | true positives, predicted and true counts per class | binary (one logit) or macro |
+| ``"auc"`` | histograms of the positive-class score over 1000 bins | ROC AUC (binary; one-vs-rest macro for several classes) |
+| ``"mse"``, ``"mae"``, ``"rmse"`` | per-sample errors (mean over features) | mean (root mean for rmse) |
+| a callable ``(outputs, targets) -> (batch,)`` | per-sample values | mean |
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jdense import losses
+
+AUC_BINS = 1000
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Metric:
+    """A named metric: ``update(outputs, targets, weights) -> statistics``, summed over batches,
+    and ``result(statistics, count, width) -> float`` on the host; ``shape(width)`` is the statistics' shape."""
+
+    name: str
+    update: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+    result: Callable[[np.ndarray, float, int], float]
+    shape: Callable[[int], tuple[int, ...]] = lambda width: ()
+
+
+def _classes(width: int) -> int:
+    return max(width, 2)
+
+
+def _predicted(outputs: jax.Array) -> jax.Array:
+    if outputs.ndim == 1 or outputs.shape[-1] == 1:
+        return (outputs.reshape(outputs.shape[0]) > 0).astype(jnp.int32)
+    return jnp.argmax(outputs, axis=-1)
 
 
 def accuracy(outputs: jax.Array, targets: jax.Array) -> jax.Array:
     """1.0 where the predicted class is the target class, else 0.0, per sample."""
-    labels = losses.labels_of(outputs, targets)
+    return (_predicted(outputs) == losses.labels_of(outputs, targets)).astype(jnp.float32)
+
+
+def mean_metric(name: str, per_sample: Callable[[jax.Array, jax.Array], jax.Array],
+                finish: Callable[[float], float] = lambda v: v) -> Metric:
+    """The weighted mean of per-sample values (``finish`` applied to it, e.g. ``math.sqrt``)."""
+
+    def update(outputs, targets, weights):
+        return jnp.sum(weights * per_sample(outputs, targets).astype(jnp.float32))
+
+    def result(stats, count, width):
+        return finish(float(stats) / count) if count > 0 else math.nan
+
+    return Metric(name, update, result)
+
+
+def top_k(k: int) -> Metric:
+    """Whether the label is among the ``k`` largest outputs (ties count in its favour)."""
+
+    def per_sample(outputs, targets):
+        labels = losses.labels_of(outputs, targets)
+        score = jnp.take_along_axis(outputs, labels[:, None], axis=-1)
+        return (jnp.sum(outputs > score, axis=-1) < k).astype(jnp.float32)
+
+    return mean_metric("top_k_accuracy" if k == 5 else f"top_{k}_accuracy", per_sample)
+
+
+def _confusion(outputs, targets, weights):
+    """Per class: weighted true positives, predicted counts and true counts, shape (3, classes)."""
+    width = outputs.shape[-1] if outputs.ndim > 1 else 1
+    predicted = jax.nn.one_hot(_predicted(outputs), _classes(width))
+    true = jax.nn.one_hot(losses.labels_of(outputs, targets), _classes(width))
+    w = weights[:, None]
+    return jnp.stack([jnp.sum(w * predicted * true, 0), jnp.sum(w * predicted, 0), jnp.sum(w * true, 0)])
+
+
+def _ratio(a, b):
+    return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+
+def _classification(name: str) -> Metric:
+    def result(stats, count, width):
+        tp, predicted, true = np.asarray(stats, np.float64)
+        precision, recall = _ratio(tp, predicted), _ratio(tp, true)
+        f1 = _ratio(2 * precision * recall, precision + recall)
+        value = {"precision": precision, "recall": recall, "f1": f1}[name]
+        if width == 1:
+            return float(value[1])  # one logit: binary, the positive class
+        present = (predicted > 0) | (true > 0)  # macro average over the classes seen
+        return float(value[present].mean()) if present.any() else math.nan
+
+    return Metric(name, _confusion, result, lambda width: (3, _classes(width)))
+
+
+def _auc_scores(outputs):
+    """(batch, K) positive-class probabilities: K = 1 for binary outputs, else one per class."""
     if outputs.ndim == 1 or outputs.shape[-1] == 1:
-        predicted = (outputs.reshape(outputs.shape[0]) > 0).astype(jnp.int32)
-    else:
-        predicted = jnp.argmax(outputs, axis=-1)
-    return (predicted == labels).astype(jnp.float32)
+        return jax.nn.sigmoid(outputs.reshape(outputs.shape[0], 1))
+    probs = jax.nn.softmax(outputs, axis=-1)
+    return probs[:, 1:2] if outputs.shape[-1] == 2 else probs
 
 
-METRICS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "accuracy": accuracy,
-    "mse": losses.PER_SAMPLE["mse"],
-    "mae": losses.PER_SAMPLE["mae"],
+def _auc_update(outputs, targets, weights):
+    scores = _auc_scores(outputs.astype(jnp.float32))
+    k = scores.shape[1]
+    labels = losses.labels_of(outputs, targets)
+    positive = (labels[:, None] == (jnp.arange(k) + (1 if k == 1 else 0))[None, :])
+    bins = jnp.clip((scores * AUC_BINS).astype(jnp.int32), 0, AUC_BINS - 1)
+    classes = jnp.broadcast_to(jnp.arange(k)[None, :], bins.shape)
+    negative = (~positive).astype(jnp.int32)
+    w = jnp.broadcast_to(weights[:, None], bins.shape)
+    return jnp.zeros((k, 2, AUC_BINS), jnp.float32).at[classes, negative, bins].add(w)
+
+
+def _auc_result(stats, count, width):
+    aucs = []
+    for pos, neg in np.asarray(stats, np.float64):
+        if pos.sum() <= 0 or neg.sum() <= 0:
+            continue
+        tpr = np.concatenate([[0.0], np.cumsum(pos[::-1]) / pos.sum()])  # thresholds from high to low
+        fpr = np.concatenate([[0.0], np.cumsum(neg[::-1]) / neg.sum()])
+        aucs.append(float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)))
+    return float(np.mean(aucs)) if aucs else math.nan
+
+
+def _auc_shape(width):
+    return (1 if width <= 2 else width, 2, AUC_BINS)
+
+
+_NAMED: dict[str, Callable[[], Metric]] = {
+    "accuracy": lambda: mean_metric("accuracy", accuracy),
+    "top_k_accuracy": lambda: top_k(5),
+    "precision": lambda: _classification("precision"),
+    "recall": lambda: _classification("recall"),
+    "f1": lambda: _classification("f1"),
+    "auc": lambda: Metric("auc", _auc_update, _auc_result, _auc_shape),
+    "mse": lambda: mean_metric("mse", losses.PER_SAMPLE["mse"]),
+    "mae": lambda: mean_metric("mae", losses.PER_SAMPLE["mae"]),
+    "rmse": lambda: mean_metric("rmse", losses.PER_SAMPLE["mse"], math.sqrt),
 }
+METRICS = tuple(_NAMED)
+
+# Per-sample functions by name, for users who compute metrics themselves.
+PER_SAMPLE = {"accuracy": accuracy, "mse": losses.PER_SAMPLE["mse"], "mae": losses.PER_SAMPLE["mae"]}
 
 
-def get_metric(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """Per-sample metric ``(outputs, targets) -> (batch,)`` for a name."""
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(map(repr, METRICS))}.")
-    return METRICS[name]
+@functools.lru_cache(maxsize=256)
+def get_metric(spec: Any) -> Metric:
+    """The :class:`Metric` for a name, ``("top_k_accuracy", k)``, a callable or a Metric.
+
+    The same spec gives the same object, so compiled programs are reused across calls.
+
+    Raises:
+      ValueError: for an unknown name or a bad ``k``.
+      TypeError: for anything else.
+    """
+    if isinstance(spec, Metric):
+        return spec
+    if isinstance(spec, str):
+        if spec not in _NAMED:
+            raise ValueError(f"unknown metric {spec!r}; expected one of {', '.join(map(repr, METRICS))}, "
+                             "('top_k_accuracy', k) or a callable (outputs, targets) -> per-sample values.")
+        return _NAMED[spec]()
+    if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "top_k_accuracy":
+        k = spec[1]
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"top_k_accuracy needs k >= 1, got {k!r}.")
+        return top_k(int(k))
+    if callable(spec):
+        return mean_metric(getattr(spec, "__name__", "metric"), spec)
+    raise TypeError(f"a metric must be a name, ('top_k_accuracy', k) or a callable, got {spec!r}.")

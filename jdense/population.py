@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdense import losses as losses_lib
-from jdense import metrics as metrics_lib
 from jdense import optim, parallel, programs, train
 from jdense.callbacks import EarlyStopping, ProgressBar, _Monitor
 from jdense.layers import Dropout
@@ -268,8 +267,7 @@ def fit_population(
         raise ValueError("fit_population needs a learning rate that is a value, not a schedule.")
 
     per_sample = losses_lib.per_sample(loss)
-    metric_names = tuple(train._default_metrics(loss) if metrics is None else metrics)
-    metric_fns = {name: metrics_lib.get_metric(name) for name in metric_names}
+    metric_objs = train._metrics(loss, metrics)
     seed = train._key_data(key)
     x, y = train._as_data(x, y, "fit_population")
     n = x.shape[0]
@@ -288,7 +286,7 @@ def fit_population(
     stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
     others = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
     for cb in stoppers:
-        train._check_monitor(cb.tracker.monitor, metric_names, validation_data is not None)
+        train._check_monitor(cb.tracker.monitor, [m.name for m in metric_objs], validation_data is not None)
 
     # The members' starting points: params, a template of the optimizer state, the network state.
     # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
@@ -315,7 +313,7 @@ def fit_population(
     state = _stack(states)
 
     run_epoch = _training(train._training_spec(
-        member_net, per_sample, metric_fns, tx, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
+        member_net, per_sample, metric_objs, tx, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
         mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None))
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
@@ -325,8 +323,7 @@ def fit_population(
         xv_dev, yv_dev = parallel.device_data((xv, yv), mesh, "fit_population(validation_data)")
         v_batches = train._padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0]))
         val = (xv_dev, yv_dev, *parallel.place(v_batches, mesh))
-    names = programs.sum_names(metric_names, skip_nonfinite)
-    val_names = programs.sum_names(metric_names)
+    width = train._width(out_shape)
     key_dev = parallel.place(key, mesh)
 
     member_stoppers = [[copy.deepcopy(cb) for _ in members] for cb in stoppers]
@@ -351,10 +348,10 @@ def fit_population(
             active, params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev,
             np.bool_(fresh), val)
         fresh = False
-        rows = [train._logs(s, names) for s in np.asarray(sums)]
+        rows = [train._logs(s, metric_objs, width, skip_nonfinite) for s in np.asarray(sums)]
         if val is not None:
             for r, s in zip(rows, np.asarray(val_sums)):
-                r.update(train._logs(s, val_names, "val_"))
+                r.update(train._logs(s, metric_objs, width, prefix="val_"))
         logs = {k: np.array([r[k] if a else math.nan for r, a in zip(rows, active)]) for k in rows[0]}
         bad = active & ~np.isfinite(logs["loss"])
         if bad.any() and not skip_nonfinite:

@@ -58,7 +58,7 @@ class Step:
 
     net: Sequential
     loss: Callable
-    metrics: tuple[tuple[str, Callable], ...]
+    metrics: tuple  # jdense.metrics.Metric objects
     compute_dtype: Any = None
     class_weighted: bool = False
     mesh: Any = None
@@ -108,26 +108,34 @@ def _weights(mask, class_weight, outputs, targets):
     return mask if class_weight is None else mask * class_weight[losses_lib.labels_of(outputs, targets)]
 
 
-def _batch_sums(outputs, y, weights, loss_values, metric_fns):
-    sums = {"loss": jnp.sum(weights * loss_values.astype(jnp.float32))}
-    for name, fn in metric_fns:
-        sums[name] = jnp.sum(weights * fn(outputs, y).astype(jnp.float32))
-    sums["count"] = jnp.sum(weights)
+def _batch_sums(outputs, y, weights, loss_values, metrics):
+    sums = {"loss": jnp.sum(weights * loss_values.astype(jnp.float32)), "count": jnp.sum(weights)}
+    for metric in metrics:
+        sums[metric.name] = metric.update(outputs, y, weights).astype(jnp.float32)
     return sums
 
 
-def sum_names(metric_names, skip_nonfinite: bool = False) -> tuple[str, ...]:
-    """The order of the entries of a sums vector (see :func:`_stack`)."""
-    return tuple(sorted(("loss", *metric_names, "count", *(("skipped",) if skip_nonfinite else ()))))
+def layout(metrics, width: int, skip_nonfinite: bool = False) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The entries of a sums vector, in order: ``(name, shape)`` (see :func:`_stack`)."""
+    shapes = {"loss": (), "count": (), **{m.name: tuple(m.shape(width)) for m in metrics}}
+    if skip_nonfinite:
+        shapes["skipped"] = ()
+    return tuple(sorted(shapes.items()))
 
 
-def _zero_sums(names) -> dict[str, jax.Array]:
-    return {k: jnp.zeros((), jnp.float32) for k in names}
+def _zero_sums(entries) -> dict[str, jax.Array]:
+    return {k: jnp.zeros(shape, jnp.float32) for k, shape in entries}
 
 
 def _stack(sums):
-    """The sums as one vector (sorted keys), read by the host in one transfer."""
-    return jnp.stack([sums[k] for k in sorted(sums)])
+    """The sums as one vector (sorted keys, each raveled), read by the host in one transfer."""
+    return jnp.concatenate([jnp.ravel(sums[k]) for k in sorted(sums)])
+
+
+def _width(net, params, state, x) -> int:
+    """The network's output width, from shapes alone (inside a trace)."""
+    out = jax.eval_shape(lambda p, s, xb: net.apply_with_state(p, s, xb)[0], params, state, x[:1])
+    return out.shape[-1] if len(out.shape) > 1 else 1
 
 
 def _gather(a, i):
@@ -153,8 +161,6 @@ def chunk_steps(steps: int, batch: int, x, y) -> int:
 
 def _sums(spec: Step, params, state, x, y, idx, mask, class_weight):
     """Loss and metric sums over batches in inference mode (a :func:`_stack` vector)."""
-    metric_names = [n for n, _ in spec.metrics]
-
     def body(sums, batch):
         i, m = batch
         xb, yb, m = parallel.shard_batch((_gather(x, i), _gather(y, i), m), spec.mesh)
@@ -163,7 +169,8 @@ def _sums(spec: Step, params, state, x, y, idx, mask, class_weight):
         w = _weights(m, class_weight, out, yb)
         return jax.tree.map(jnp.add, sums, _batch_sums(out, yb, w, spec.loss(out, yb), spec.metrics)), None
 
-    return _stack(jax.lax.scan(body, _zero_sums(sum_names(metric_names)), (idx, mask))[0])
+    zeros = _zero_sums(layout(spec.metrics, _width(spec.net, params, state, x)))
+    return _stack(jax.lax.scan(body, zeros, (idx, mask))[0])
 
 
 # -- programs -----------------------------------------------------------------------------
@@ -220,8 +227,8 @@ def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch
     steps, batch = idx.shape
     # Per-step keys only for a network that draws random numbers (Dropout).
     keys = jax.random.split(jax.random.fold_in(key, epoch_number), steps) if use_key else jnp.zeros((steps,), jnp.uint32)
-    names = sum_names([n for n, _ in spec.metrics], spec.skip_nonfinite)
-    carry = (params, opt_state, state, _zero_sums(names))
+    zeros = _zero_sums(layout(spec.metrics, _width(net, params, state, x), spec.skip_nonfinite))
+    carry = (params, opt_state, state, zeros)
     k = 1 if spec.mesh is not None else chunk_steps(steps, batch, x, y)
     if k == 1:
         def one(carry, b):

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jdense import _checks, optim, parallel, programs
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
-from jdense import optim, parallel, programs
 from jdense.callbacks import Callback, ProgressBar
 from jdense.network import Sequential
 
@@ -55,21 +55,57 @@ class FitResult:
 
 
 # -- checks at the boundary, before anything is compiled -------------------------------
-def _as_data(x, y, what: str):
-    x = np.asarray(x)
+def _array(a, name: str, what: str) -> np.ndarray:
+    try:
+        a = np.asarray(a)
+    except (ValueError, TypeError) as err:  # a ragged list, objects...
+        raise ValueError(f"{what}: {name} must be a rectangular numeric array (rows of equal length); {err}") from None
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"{what}: {name} must be numeric, got dtype {a.dtype}; convert it, e.g. with .astype(np.float32).")
+    return a
+
+
+def _check_finite(a: np.ndarray, name: str, what: str) -> None:
+    """One pass, no temporary copy: a float64 sum is finite exactly when every float32 entry is."""
+    if not np.issubdtype(a.dtype, np.floating) or np.isfinite(np.sum(a, dtype=np.float64)):
+        return
+    bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{what}: {name} has {int(bad.sum())} of {a.shape[0]} rows with NaN or infinite values (the first is row "
+            f"{int(np.argmax(bad))}); drop or impute them before training."
+        )
+
+
+def _as_data(x, y, what: str, finite: bool = True):
+    """NumPy views of ``x, y`` (no copy), checked: numeric, same length, finite (unless ``finite=False``)."""
+    x = _array(x, "x", what)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"{what}: x is empty (shape {x.shape}); pass at least one sample.")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise TypeError(f"{what}: x must be numeric, got dtype {x.dtype}.")
-    if y is None:
-        return x, None
-    y = np.asarray(y)
-    if y.ndim == 0 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{what}: x has {x.shape[0]} samples but y has {y.shape[0] if y.ndim else 'no'} "
-            "(their first axes must be equal)."
-        )
+    if finite:
+        _check_finite(x, "x", what)
+    if y is not None:
+        y = _array(y, "y", what)
+        if y.ndim == 0 or y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"{what}: x has {x.shape[0]} samples but y has {y.shape[0] if y.ndim else 'no'} "
+                "(their first axes must be equal)."
+            )
+        if finite:
+            _check_finite(y, "y", what)
     return x, y
+
+
+def _sample_weights(x: np.ndarray, sample_weight, what: str) -> np.ndarray:
+    """Validated ``(n,)`` float32 weights (ones when ``sample_weight`` is None)."""
+    if sample_weight is None:
+        return np.ones(x.shape[0], np.float32)
+    w = _array(sample_weight, "sample_weight", what).astype(np.float32)
+    if w.shape != (x.shape[0],):
+        raise ValueError(f"{what}: sample_weight must have one weight per sample, shape ({x.shape[0]},), got {w.shape}.")
+    if not (np.isfinite(w).all() and (w >= 0).all()) or not w.any():
+        raise ValueError(f"{what}: sample_weight must be finite, >= 0 and not all 0.")
+    return w
 
 
 def _output_shape(net: Sequential, params, state, x: np.ndarray) -> tuple:
@@ -95,6 +131,29 @@ def _check_labels(loss, y: np.ndarray, out_shape: tuple, what: str):
         raise ValueError(f"{what}: binary_cross_entropy needs labels 0 or 1, got values such as {y[~np.isin(y, (0, 1))][0]}.")
 
 
+def _check_state(net: Sequential, state, what: str) -> None:
+    """The network state must have the structure and shapes of ``net.init_state()``."""
+    if not isinstance(state, dict):
+        raise TypeError(f"{what}: state must be a dict like net.init_state() (or fit's result.state), got {state!r}.")
+    expected = net.init_state()
+    same = jax.tree.structure(state) == jax.tree.structure(expected) and all(
+        np.shape(a) == np.shape(b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected)))
+    if not same:
+        shapes = lambda t: jax.tree.map(np.shape, t)  # noqa: E731
+        raise ValueError(f"{what}: state does not fit this network: got {shapes(state)}, expected {shapes(expected)} "
+                         "(pass net.init_state() or the result.state of a fit of this network).")
+
+
+def _check_opt_state(optimizer, params, opt_state) -> None:
+    """A given optimizer state must be the one ``optimizer.init(params)`` makes (structure and shapes)."""
+    expected = jax.eval_shape(optimizer.init, params)
+    same = jax.tree.structure(opt_state) == jax.tree.structure(expected) and all(
+        np.shape(a) == b.shape for a, b in zip(jax.tree.leaves(opt_state), jax.tree.leaves(expected)))
+    if not same:
+        raise ValueError("fit: opt_state does not fit this optimizer and params (was it made by another optimizer or "
+                         "network?); pass the opt_state of a fit with the same optimizer, or None to start afresh.")
+
+
 def _check_monitor(monitor: str, metric_names, has_validation: bool) -> None:
     """A callback's monitor must be a key of the logs: check it before training, not after an epoch."""
     keys = {"loss", *metric_names}
@@ -111,16 +170,56 @@ def _class_weights(class_weight, out_shape) -> np.ndarray | None:
     if isinstance(class_weight, dict):
         cw = np.ones(width, np.float32)
         for k, v in class_weight.items():
+            if isinstance(k, bool) or not isinstance(k, int | np.integer):
+                raise TypeError(f"class_weight keys must be class indices (ints), got {k!r}; e.g. {{0: 1.0, 1: 5.0}}.")
             if not 0 <= int(k) < width:
                 raise ValueError(f"class_weight has class {k!r} but the network predicts classes 0..{width - 1}.")
-            cw[int(k)] = v
+            cw[int(k)] = _number_or_raise(v, f"class_weight[{k!r}]")
     else:
-        cw = np.asarray(class_weight, np.float32)
+        cw = _array(class_weight, "class_weight", "fit").astype(np.float32)
         if cw.shape != (width,):
             raise ValueError(f"class_weight must have one weight per class, shape ({width},), got {cw.shape}.")
     if not (np.isfinite(cw).all() and (cw >= 0).all()):
         raise ValueError("class_weight must be finite and >= 0.")
+    if not cw.any():
+        raise ValueError("class_weight is 0 for every class: nothing would be learned; give some class a weight > 0.")
     return cw
+
+
+def _number_or_raise(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
+    return float(value)
+
+
+def _int(value, name: str, low: int) -> int:
+    """A Python or NumPy integer >= low (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}; e.g. {name}={max(low, 1)}.")
+    if value < low:
+        raise ValueError(f"{name} must be a {'positive int' if low == 1 else f'int >= {low}'}, got {value}.")
+    return int(value)
+
+
+def _metrics(loss, metrics) -> tuple:
+    """The Metric objects for ``metrics`` (default: from the loss), names checked unique."""
+    specs = _default_metrics(loss) if metrics is None else metrics
+    if isinstance(specs, str) or not isinstance(specs, Sequence):
+        raise TypeError(f"metrics must be a list such as ['accuracy'], got {metrics!r}.")
+    out = []
+    for spec in specs:
+        try:
+            out.append(metrics_lib.get_metric(tuple(spec) if isinstance(spec, list) else spec))
+        except TypeError as err:
+            raise TypeError(f"metrics: {err}") from None
+    names = [m.name for m in out]
+    if len(set(names)) != len(names) or {"loss", "count"} & set(names):
+        raise ValueError(f"metrics must have distinct names other than 'loss', got {names}.")
+    return tuple(out)
+
+
+def _width(out_shape) -> int:
+    return out_shape[-1] if len(out_shape) > 1 else 1
 
 
 def _batch_size(batch_size, n: int) -> int:
@@ -145,9 +244,12 @@ def _default_metrics(loss) -> tuple[str, ...]:
 
 
 def _key_data(key) -> list[int]:
-    if not isinstance(key, jax.Array):
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        data = jax.random.key_data(key)
+    elif isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.shape == (2,):
+        data = key  # a raw key from jax.random.PRNGKey
+    else:
         raise TypeError(f"key must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
-    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     return np.asarray(data).ravel().astype(np.uint32).tolist()
 
 
@@ -162,17 +264,22 @@ def _padded_indices(order: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarr
     return idx.reshape(steps, batch), mask.reshape(steps, batch)
 
 
-def _logs(sums, names, prefix="") -> dict[str, float]:
-    """Per-sample means from a sums vector (entries ``names``, see :func:`programs.sum_names`).
+def _logs(sums, metrics, width: int, skip_nonfinite: bool = False, prefix: str = "") -> dict[str, float]:
+    """The loss (a weighted mean) and each metric's result, from a sums vector (see :func:`programs.layout`).
 
     NaN when no sample counted (every step of the epoch skipped as non-finite).
     """
-    sums = dict(zip(names, np.asarray(sums).tolist()))
-    count = sums.pop("count")
-    skipped = sums.pop("skipped", None)
-    logs = {prefix + k: (v / count if count > 0 else math.nan) for k, v in sums.items()}
-    if skipped is not None:
-        logs[prefix + "skipped_steps"] = skipped
+    values, parts, at = np.asarray(sums), {}, 0
+    for name, shape in programs.layout(metrics, width, skip_nonfinite):
+        size = math.prod(shape)
+        parts[name] = values[at:at + size].reshape(shape)
+        at += size
+    count = float(parts["count"])
+    logs = {prefix + "loss": float(parts["loss"]) / count if count > 0 else math.nan}
+    for m in metrics:
+        logs[prefix + m.name] = m.result(parts[m.name], count, width) if count > 0 else math.nan
+    if skip_nonfinite:
+        logs[prefix + "skipped_steps"] = float(parts["skipped"])
     return logs
 
 
@@ -181,16 +288,16 @@ def _copy(tree):
     return jax.tree.map(lambda a: jax.device_put(a, may_alias=False) if isinstance(a, jax.Array) else a, tree)
 
 
-def _step_spec(net, loss, metric_fns, compute_dtype, class_weight, mesh) -> programs.Step:
-    return programs.Step(programs.structure(net), loss, tuple(metric_fns.items()),
+def _step_spec(net, loss, metrics, compute_dtype, class_weight, mesh) -> programs.Step:
+    return programs.Step(programs.structure(net), loss, tuple(metrics),
                          None if compute_dtype is None else jnp.dtype(compute_dtype), class_weight is not None, mesh)
 
 
-def _training_spec(net, loss, metric_fns, optimizer, *, hyperparams=(), compute_dtype=None, class_weight=None,
+def _training_spec(net, loss, metrics, optimizer, *, hyperparams=(), compute_dtype=None, class_weight=None,
                    mesh=None, skip_nonfinite=False, validation=False) -> programs.Training:
     """The cache key of a training epoch (see :class:`programs.Training`)."""
     init = optimizer.init.program.tx.init if isinstance(optimizer.init, optim.OptimizerInit) else optimizer.init
-    step = _step_spec(net, loss, metric_fns, compute_dtype, class_weight, mesh)
+    step = _step_spec(net, loss, metrics, compute_dtype, class_weight, mesh)
     return programs.Training(**vars(step), init=init, update=optimizer.update, hyperparams=hyperparams,
                              skip_nonfinite=skip_nonfinite, validation=validation)
 
@@ -218,6 +325,8 @@ def fit(
     skip_nonfinite: bool = False,
     compute_dtype: Any = None,
     mesh: Any = None,
+    sample_weight: jax.typing.ArrayLike | None = None,
+    validation_split: float | None = None,
 ) -> FitResult:
     """Train ``net`` from ``params`` on ``(x, y)``: one compiled ``lax.scan`` per epoch.
 
@@ -236,9 +345,12 @@ def fit(
       epochs: the epoch to stop after (counted from 0, so with ``initial_epoch`` it is a total).
       batch_size: samples per step, or ``None`` for the whole set.
       key: PRNG key for the per-epoch shuffle and dropout.
-      validation_data: optional ``(x_val, y_val)``; adds ``val_*`` entries to the logs.
-      metrics: names from :mod:`jdense.metrics`; by default accuracy for classification,
-        mse and mae for regression. The loss is always logged.
+      validation_data: optional ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``;
+        adds ``val_*`` entries to the logs (computed in the same compiled program).
+      metrics: names from :mod:`jdense.metrics` (``"accuracy"``, ``"top_k_accuracy"``,
+        ``("top_k_accuracy", k)``, ``"precision"``, ``"recall"``, ``"f1"``, ``"auc"``, ``"mse"``,
+        ``"mae"``, ``"rmse"``) or callables ``(outputs, targets) -> per-sample values``; by
+        default accuracy for classification, mse and mae for regression. The loss is always logged.
       callbacks: e.g. ``[jdense.EarlyStopping(patience=5), jdense.BestCheckpoint(save)]``.
       class_weight: ``{class: weight}`` or a sequence, to weigh rare classes up.
       verbose: 1 a progress bar (metrics in its postfix), 2 a line per epoch (no bar), 0 silent.
@@ -256,6 +368,18 @@ def fit(
         ``"data"`` axis (``batch_size`` must be a multiple of its size); params and
         optimizer state are replicated (see :mod:`jdense.parallel`). ``None`` (default):
         one device. Every process of a multi-process run calls ``fit`` with the same data.
+      sample_weight: optional ``(n,)`` weights: the loss and metrics are the weighted means
+        ``Σ wᵢ·ℓᵢ / Σ wᵢ`` per batch, multiplied with ``class_weight`` when both are given
+        (BatchNorm's batch statistics are weighted alike).
+      validation_split: a fraction in (0, 1): the last rows of ``x, y`` (taken before any
+        shuffling, as Keras does) become the validation data.
+
+    Compiled programs are cached (:mod:`jdense.programs`): a later call with the same
+    network structure, loss, metrics, optimizer structure, batch size, data shapes and
+    options compiles nothing, whatever its learning rate, L2 strengths or params. A
+    callback with ``adjust_hyperparams(epoch, logs, hyperparams) -> dict | None`` changes
+    the optimizer's values between epochs (e.g. ``{"learning_rate": 1e-4}``); then
+    ``history["learning_rate"]`` records the rate of each epoch.
 
     Returns:
       A :class:`FitResult` with ``params``, ``opt_state``, ``state``, ``history``, ``epochs``.
@@ -275,27 +399,41 @@ def fit(
         raise TypeError(f"net must be a jdense.Sequential, got {type(net).__name__}.")
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. jdense.optimizer(net)), got {optimizer!r}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
-    if not 0 <= initial_epoch < epochs:
+    epochs = _int(epochs, "epochs", 1)
+    initial_epoch = _int(initial_epoch, "initial_epoch", 0)
+    if initial_epoch >= epochs:
         raise ValueError(f"initial_epoch must be in [0, epochs={epochs}), got {initial_epoch!r}.")
+    compute_dtype = None if compute_dtype is None else _checks.floating_dtype("compute_dtype", compute_dtype)
     per_sample = losses_lib.per_sample(loss)
-    metric_names = tuple(_default_metrics(loss) if metrics is None else metrics)
-    metric_fns = {name: metrics_lib.get_metric(name) for name in metric_names}
+    metric_objs = _metrics(loss, metrics)
     seed = _key_data(key)
-    x, y = _as_data(x, y, "fit")
+    x, y = _as_data(x, y, "fit", finite=not skip_nonfinite)  # skip_nonfinite: bad rows become skipped steps
+    sw = _sample_weights(x, sample_weight, "fit")
+    if validation_split is not None:
+        if validation_data is not None:
+            raise ValueError("pass validation_data= or validation_split=, not both.")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, float | int | np.floating) \
+                or not 0 < validation_split < 1:
+            raise ValueError(f"validation_split must be a fraction in (0, 1) such as 0.1, got {validation_split!r}.")
+        cut = int(x.shape[0] * (1 - validation_split))
+        if not 0 < cut < x.shape[0]:
+            raise ValueError(f"validation_split={validation_split} leaves no rows on one side of {x.shape[0]} samples.")
+        validation_data = (x[cut:], y[cut:], sw[cut:])
+        x, y, sw = x[:cut], y[:cut], sw[:cut]
     n = x.shape[0]
     batch = _batch_size(batch_size, n)
     parallel.check_batch(mesh, batch, "fit")
     net.check_params(params, "fit")
     state = net.init_state() if state is None else state
+    _check_state(net, state, "fit")
     out_shape = _output_shape(net, params, state, x)
     _check_labels(loss, y, out_shape, "fit")
     cw = _class_weights(class_weight, out_shape)
     if validation_data is not None:
-        if not (isinstance(validation_data, tuple | list) and len(validation_data) == 2):
-            raise TypeError("validation_data must be a pair (x_val, y_val).")
-        xv, yv = _as_data(*validation_data, "fit(validation_data)")
+        if not (isinstance(validation_data, tuple | list) and len(validation_data) in (2, 3)):
+            raise TypeError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, sample_weight_val).")
+        xv, yv = _as_data(validation_data[0], validation_data[1], "fit(validation_data)")
+        swv = _sample_weights(xv, validation_data[2] if len(validation_data) == 3 else None, "fit(validation_data)")
         _check_labels(loss, yv, out_shape, "fit(validation_data)")
     callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]  # a single callback is fine
     for cb in callbacks:
@@ -303,8 +441,10 @@ def fit(
             raise TypeError(f"{cb!r} is not a callback: give it on_epoch_end(epoch, logs, params, *, opt_state, state).")
         tracker = getattr(cb, "tracker", None)
         if tracker is not None and hasattr(tracker, "monitor"):
-            _check_monitor(tracker.monitor, metric_names, validation_data is not None)
+            _check_monitor(tracker.monitor, [m.name for m in metric_objs], validation_data is not None)
     adjusters = [cb for cb in callbacks if callable(getattr(cb, "adjust_hyperparams", None))]
+    if adjusters and not isinstance(optimizer.init, optim.OptimizerInit) and not hasattr(opt_state, "hyperparams"):
+        raise TypeError("a callback with adjust_hyperparams needs a jdense.optimizer(...): its values live in its state.")
     if verbose:
         callbacks.append(ProgressBar(epochs, verbose, initial_epoch))
 
@@ -313,9 +453,10 @@ def fit(
     if fresh:  # made inside the first epoch, from this template
         opt_state, hyper = programs.initial_opt_state(optimizer, params)
     else:
+        _check_opt_state(optimizer, params, opt_state)
         opt_state, hyper = _copy(opt_state), ()
     run_epoch = programs.training(_training_spec(
-        net, per_sample, metric_fns, optimizer, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
+        net, per_sample, metric_objs, optimizer, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
         mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None))
     state = _copy(state)
     cw_dev = None if cw is None else jax.device_put(cw)
@@ -324,9 +465,10 @@ def fit(
     val = None
     if validation_data is not None:
         xv_dev, yv_dev = parallel.device_data((xv, yv), mesh, "fit(validation_data)")
-        val = (xv_dev, yv_dev, *parallel.place(_padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0])), mesh))
-    names = programs.sum_names(metric_names, skip_nonfinite)
-    val_names = programs.sum_names(metric_names)
+        v_idx, v_mask = _padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0]))
+        val = (xv_dev, yv_dev, *parallel.place((v_idx, v_mask * swv[v_idx]), mesh))
+    width = _width(out_shape)
+    weighted = sample_weight is not None or validation_split is not None
 
     key_dev = parallel.place(key, mesh)
     history: dict[str, list[float]] = {}
@@ -335,13 +477,14 @@ def fit(
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
-        idx, mask = parallel.place(_padded_indices(order, batch), mesh)
+        idx, mask = _padded_indices(order, batch)
+        idx, mask = parallel.place((idx, mask * sw[idx] if weighted else mask), mesh)
         params, opt_state, state, sums, val_sums = run_epoch(
             params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev, np.bool_(fresh), val)
         fresh = False
-        logs = _logs(sums, names)
+        logs = _logs(sums, metric_objs, width, skip_nonfinite)
         if val is not None:
-            logs.update(_logs(val_sums, val_names, "val_"))
+            logs.update(_logs(val_sums, metric_objs, width, prefix="val_"))
         if adjusters:
             logs["learning_rate"] = optim.hyperparams(opt_state)["learning_rate"]
         if not math.isfinite(logs["loss"]) and not skip_nonfinite:
@@ -391,6 +534,7 @@ def evaluate(
     class_weight: Any = None,
     mesh: Any = None,
     population: bool = False,
+    sample_weight: jax.typing.ArrayLike | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``net`` on ``(x, y)`` in inference mode, batched and compiled once.
 
@@ -401,7 +545,7 @@ def evaluate(
 
     With ``population=True``, ``params`` (and ``state``) are a population's, with a leading
     member axis (:func:`jdense.fit_population`), and every value is an array with one entry
-    per member.
+    per member. ``sample_weight`` (``(n,)``) weighs each sample as in :func:`fit`.
 
     Returns:
       ``{"loss": ..., "accuracy": ...}`` (the metrics default as in :func:`fit`).
@@ -411,21 +555,24 @@ def evaluate(
       {'loss': 0.09, 'accuracy': 0.97}
     """
     per_sample = losses_lib.per_sample(loss)
-    metric_fns = {m: metrics_lib.get_metric(m) for m in (_default_metrics(loss) if metrics is None else metrics)}
+    metric_objs = _metrics(loss, metrics)
     x, y = _as_data(x, y, "evaluate")
+    sw = _sample_weights(x, sample_weight, "evaluate")
     net.check_params(_member(params, population), "evaluate")
     state = _default_state(net, params, state, population)
     out_shape = _output_shape(net, _member(params, population), _member(state, population), x)
     _check_labels(loss, y, out_shape, "evaluate")
     cw = _class_weights(class_weight, out_shape)
-    fn = programs.evaluation((_step_spec(net, per_sample, metric_fns, None, cw, mesh), bool(population)))
+    fn = programs.evaluation((_step_spec(net, per_sample, metric_objs, None, cw, mesh), bool(population)))
     idx, mask = _eval_batches(x.shape[0], batch_size)
+    if sample_weight is not None:
+        mask = mask * sw[idx]
     params, state, idx, mask, cw = parallel.place((params, state, idx, mask, cw), mesh)
     sums = fn(params, state, *parallel.device_data((x, y), mesh, "evaluate"), idx, mask, cw)
-    names = programs.sum_names(metric_fns)
+    width = _width(out_shape)
     if not population:
-        return _logs(sums, names)
-    rows = [_logs(s, names) for s in np.asarray(sums)]
+        return _logs(sums, metric_objs, width)
+    rows = [_logs(s, metric_objs, width) for s in np.asarray(sums)]
     return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 

@@ -405,11 +405,24 @@ def test_huge_learning_rate_raises_naming_the_epoch():
         _fit(REG_NET, _params(REG_NET), XR, YR, loss="mse", optimizer=optax.sgd(1e8), epochs=3, batch_size=2)
 
 
-def test_nan_in_x_raises_naming_the_epoch():
+def test_nan_in_x_raises_before_training_naming_the_rows():
     x = XR.copy()
     x[4, 1] = np.nan
-    with pytest.raises(FloatingPointError, match=r"epoch 1\b.*skip_nonfinite"):
+    x[7, 0] = np.inf
+    with CompileCounter() as counter, pytest.raises(ValueError, match=r"fit: x has 2 of 10 rows with NaN or infinite "
+                                                                      r"values \(the first is row 4\)"):
         _fit(REG_NET, _params(REG_NET), x, YR, loss="mse", optimizer=optax.sgd(0.1), epochs=2, batch_size=5)
+    assert counter.count == 0
+    with pytest.raises(ValueError, match=r"fit\(validation_data\): y has 1 of 10 rows"):
+        _fit(REG_NET, _params(REG_NET), XR, YR, loss="mse", optimizer=optax.sgd(0.1), epochs=2, batch_size=5,
+             validation_data=(XR, np.where(np.arange(10)[:, None] == 3, np.nan, YR)))
+    with pytest.raises(ValueError, match=r"evaluate: x has 1 of 10 rows"):
+        jdense.evaluate(REG_NET, _params(REG_NET), x[:5].tolist() + XR[5:].tolist(), YR, loss="mse")
+
+
+def test_a_diverging_fit_raises_naming_the_epoch():
+    with pytest.raises(FloatingPointError, match=r"epoch 1\b.*skip_nonfinite"):
+        _fit(REG_NET, _params(REG_NET), XR, YR * 1e30, loss="mse", optimizer=optax.sgd(1e30), epochs=2, batch_size=5)
 
 
 def test_skip_nonfinite_skips_only_the_bad_steps():
@@ -662,7 +675,7 @@ GUARDS = {
     "epochs_zero": (dict(epochs=0), ValueError, r"epochs must be a positive int"),
     "initial_epoch": (dict(epochs=2, initial_epoch=2), ValueError, r"initial_epoch"),
     "unknown_loss": (dict(loss="hinge"), ValueError, r"unknown loss 'hinge'"),
-    "unknown_metric": (dict(metrics=["f1"]), ValueError, r"unknown metric 'f1'"),
+    "unknown_metric": (dict(metrics=["f2"]), ValueError, r"unknown metric 'f2'"),
     "optimizer_not_optax": (dict(optimizer="adam"), TypeError, r"optax\.GradientTransformation"),
     "bce_labels": (dict(net=BCE_NET, params=_params(BCE_NET), loss="binary_cross_entropy",
                         y=np.linspace(0, 1, N).astype(np.float32)), ValueError, r"needs labels 0 or 1"),
@@ -670,7 +683,41 @@ GUARDS = {
     "key_not_a_key": (dict(key=0), TypeError, r"PRNG key"),
     "not_a_callback": (dict(callbacks=[object()]), TypeError, r"is not a callback"),
     "bad_validation_data": (dict(validation_data=(X,)), TypeError, r"validation_data must be a pair"),
+    # Reproductions from the reliability issue: each a clear error naming the argument, before compiling.
+    "string_y": (dict(y=np.array(["a"] * N)), TypeError, r"fit: y must be numeric, got dtype <U1"),
+    "ragged_x": (dict(x=[[1.0, 2.0, 3.0]] * 9 + [[1.0]]), ValueError, r"fit: x must be a rectangular numeric array"),
+    "class_weight_name": (dict(class_weight={"cat": 2}), TypeError, r"class_weight keys must be class indices"),
+    "class_weight_zeros": (dict(class_weight=[0.0, 0.0, 0.0]), ValueError, r"class_weight is 0 for every class"),
+    "initial_epoch_string": (dict(initial_epoch="1"), TypeError, r"initial_epoch must be an int, got '1'"),
+    "key_float_array": (dict(key=jnp.ones(2)), TypeError, r"key must be a JAX PRNG key"),
+    "compute_dtype_int": (dict(compute_dtype=jnp.int32), TypeError, r"compute_dtype must be a floating dtype"),
+    "state_list": (dict(state=[1]), TypeError, r"fit: state must be a dict like net.init_state\(\)"),
+    "params_other_net": (dict(params=jdense.mlp([D, 5, 9]).init(jax.random.key(0))), ValueError,
+                         r"fit: params do not fit this network"),
+    "params_key": (dict(params=jax.random.key(0)), TypeError, r"got a PRNG key .* did you swap the arguments"),
+    "opt_state_other": (dict(opt_state=optax.adam(1e-3).init({"w": jnp.zeros(3)})), ValueError,
+                        r"opt_state does not fit this optimizer"),
+    "monitor_without_validation": (dict(callbacks=[jdense.EarlyStopping("val_loss")]), ValueError,
+                                   r"cannot monitor 'val_loss'.*pass validation_data="),
+    "sample_weight_length": (dict(sample_weight=np.ones(3)), ValueError, r"sample_weight must have one weight per sample"),
+    "split_and_data": (dict(validation_split=0.2, validation_data=(X, Y)), ValueError, r"not both"),
+    "split_range": (dict(validation_split=1.5), ValueError, r"validation_split must be a fraction in \(0, 1\)"),
 }
+
+
+def test_numpy_scalars_and_a_single_callback_are_accepted():
+    """NumPy numbers are ordinary numbers; one callback needs no list."""
+    params = _params(CLS_NET)
+    seen = []
+
+    class Note(jdense.Callback):
+        def on_epoch_end(self, epoch, logs, params, **kw):
+            seen.append(epoch)
+
+    r = jdense.fit(CLS_NET, params, X, Y, loss="cross_entropy", optimizer=jdense.optimizer(CLS_NET, "sgd", np.float32(0.1)),
+                   epochs=np.int64(2), batch_size=np.int32(5), initial_epoch=np.int64(0), key=KEY, verbose=0,
+                   callbacks=Note())
+    assert r.epochs == 2 and seen == [0, 1]
 
 
 @pytest.mark.parametrize("case", list(GUARDS))
