@@ -10,7 +10,8 @@ from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBa
 from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
-from jdense.network import Sequential, mlp, summary
+from jdense.lora import LoRADense, load_adapters, lora, lora_init, merge_lora, save_adapters
+from jdense.network import Sequential, mlp, register_layer, summary
 from jdense.optim import optimizer
 from jdense.train import FitResult, evaluate, fit, predict
 
@@ -33,6 +34,7 @@ __all__ = [
     "Flatten",
     "FunctionLayer",
     "Layer",
+    "LoRADense",
     "Sequential",
     "activations",
     "checkpoint_callback",
@@ -41,10 +43,16 @@ __all__ = [
     "init",
     "initializers",
     "load",
+    "load_adapters",
+    "lora",
+    "lora_init",
     "losses",
+    "merge_lora",
     "metrics",
     "mlp",
     "optimizer",
     "parallel",
+    "register_layer",
+    "save_adapters",
     "summary",
 ]
