@@ -13,6 +13,7 @@ from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Lay
 from jdense.lora import LoRADense, load_adapters, lora, lora_init, merge_lora, save_adapters
 from jdense.network import Sequential, mlp, register_layer, summary
 from jdense.optim import optimizer
+from jdense.quantize import QuantizedDense, quantize
 from jdense.train import FitResult, evaluate, fit, predict
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "FunctionLayer",
     "Layer",
     "LoRADense",
+    "QuantizedDense",
     "Sequential",
     "activations",
     "checkpoint_callback",
@@ -52,6 +54,7 @@ __all__ = [
     "mlp",
     "optimizer",
     "parallel",
+    "quantize",
     "register_layer",
     "save_adapters",
     "summary",
