@@ -145,24 +145,26 @@ def test_float8_checkpoint_round_trips(tmp_path):
 
 
 def test_other_layers_pass_through_and_predict_runs():
-    net = jdense.mlp([8, 16, 3], batch_norm=True, dropout=0.1, use_bias=False)
-    params, state = jax.tree.map(jnp.asarray, _params([8, 16, 3], use_bias=False)), net.init_state()
-    params["batch_norm_0"] = {"scale": jnp.ones(16), "bias": jnp.zeros(16)}
+    net = jdense.mlp([32, 24, 3], batch_norm=True, dropout=0.1, use_bias=False)
+    params, state = _params([32, 24, 3], use_bias=False), net.init_state()
+    params["batch_norm_0"] = {"scale": jnp.ones(24), "bias": jnp.zeros(24)}
     qnet, qparams = jdense.quantize(net, params, "int8")
     assert [type(layer) for layer in qnet.layers] == [QuantizedDense, BatchNorm, Dropout, QuantizedDense]
     assert qparams["batch_norm_0"] is params["batch_norm_0"] and "b" not in qparams["dense_0"]
     assert Sequential.from_config(qnet.to_config()) == qnet
-    x = np.random.default_rng(0).normal(size=(1, 8)).astype(np.float32)
-    y, yq = net.apply(params, x, state=state), jdense.predict(qnet, qparams, x, state=state)
+    x = np.random.default_rng(0).normal(size=(1, 32)).astype(np.float32)
+    y, yq = jdense.predict(net, params, x, state=state), jdense.predict(qnet, qparams, x, state=state)
     assert yq.shape == (1, 3) and np.linalg.norm(yq - y) / np.linalg.norm(y) < 0.05  # a random net, one row
 
 
 def test_zero_columns_and_zero_rows_give_no_nan():
-    params = {"dense_0": {"w": jnp.zeros((4, 3)).at[:, 0].set(1.0), "b": jnp.arange(3.0)}}
+    params = _params([32, 24])
+    params["dense_0"]["w"] = params["dense_0"]["w"].at[:, 1:].set(0.0)
     for mode in MODES:
-        qnet, qp = jdense.quantize(jdense.mlp([4, 3]), params, mode)
-        np.testing.assert_array_equal(np.asarray(qp["dense_0"]["scale"])[1:], [1.0, 1.0])
-        np.testing.assert_array_equal(np.asarray(qnet.apply(qp, jnp.zeros((2, 4)))), [[0.0, 1.0, 2.0]] * 2)
+        qnet, qp = jdense.quantize(jdense.mlp([32, 24]), params, mode)
+        np.testing.assert_array_equal(np.asarray(qp["dense_0"]["scale"])[1:], np.ones(23))
+        out = np.asarray(qnet.apply(qp, jnp.zeros((5, 32))))
+        np.testing.assert_array_equal(out, np.broadcast_to(np.asarray(params["dense_0"]["b"]), (5, 24)))
 
 
 def test_bad_inputs_are_named():
