@@ -11,10 +11,12 @@ from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.compilation import enable_compilation_cache
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
-from jdense.network import Sequential, mlp, summary
+from jdense.lora import LoRADense, load_adapters, lora, lora_init, merge_lora, save_adapters
+from jdense.network import Sequential, mlp, register_layer, summary
 from jdense.optim import hyperparams, optimizer, set_hyperparams
 from jdense.population import PopulationResult, ensemble_evaluate, ensemble_predict, fit_population, grid
 from jdense.programs import clear_cache
+from jdense.quantize import QuantizedDense, quantize
 from jdense.train import FitResult, evaluate, fit, predict
 
 __version__ = "0.1.0"
@@ -42,6 +44,8 @@ __all__ = [
     "Flatten",
     "FunctionLayer",
     "Layer",
+    "LoRADense",
+    "QuantizedDense",
     "Sequential",
     "activations",
     "checkpoint_callback",
@@ -53,10 +57,17 @@ __all__ = [
     "init",
     "initializers",
     "load",
+    "load_adapters",
+    "lora",
+    "lora_init",
     "losses",
+    "merge_lora",
     "metrics",
     "mlp",
     "optimizer",
     "parallel",
+    "quantize",
+    "register_layer",
+    "save_adapters",
     "summary",
 ]

@@ -13,7 +13,9 @@ What a file holds:
   (``"jdense-checkpoint/2"``), your ``metadata`` dict, ``net.to_config()`` when a
   network was given (so :func:`load` rebuilds it without your script), the list of
   the optimizer state's leaves and its tree structure, and a CRC-32 of every tensor
-  (over its dtype, shape and bytes);
+  (over its dtype, shape and bytes); float8 tensors (``jdense.quantize(..., "float8")``),
+  which safetensors cannot read back into NumPy, are stored as their uint8 bytes and named
+  with their dtype under ``views``;
 * a CRC-32 of that header (safetensors metadata key ``"jdense_crc32"``).
 
 Loading verifies both checksums and that the stored network config fits the stored
@@ -91,6 +93,8 @@ _PARTS = ("params", "opt_state", "state")
 _DTYPES = frozenset(
     "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 bfloat16 float32 float64 complex64".split()
 )
+# dtypes safetensors stores but cannot read back into numpy: written as uint8 views, named in the header
+_VIEWED = frozenset({"float8_e4m3fn", "float8_e5m2"})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -185,8 +189,8 @@ def _to_numpy(name: str, leaf: Any, *, scalars: bool) -> np.ndarray:
             f"{name} is a {type(leaf).__name__}, not an array; params, opt_state and state must be pytrees of "
             "JAX or NumPy arrays."
         )
-    if arr.dtype.name not in _DTYPES:
-        supported = ", ".join(sorted(_DTYPES))
+    if arr.dtype.name not in _DTYPES | _VIEWED:
+        supported = ", ".join(sorted(_DTYPES | _VIEWED))
         raise TypeError(f"{name} has dtype {arr.dtype}, which a checkpoint cannot store; supported: {supported}.")
     return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
@@ -357,6 +361,10 @@ def save(
             net.check_params(params, "save")
     else:
         header["net_config"] = None
+    views = {name: arr.dtype.name for name, arr in tensors.items() if arr.dtype.name in _VIEWED}
+    tensors.update({name: tensors[name].view(np.uint8) for name in views})
+    if views:
+        header["views"] = views
     header["crc32"] = {name: _crc(arr) for name, arr in tensors.items()}
     with contextlib.suppress(Exception):
         import jdense
@@ -641,6 +649,12 @@ def load(path: str | os.PathLike, like: Mapping[str, Any] | Checkpoint | None = 
     for name, arr in tensors.items():
         if _crc(arr, layout) != crcs[name]:
             raise _invalid(path, f"{name} fails its checksum: the file is corrupted")
+    views = header.get("views", {})
+    if not isinstance(views, dict) or any(
+        not isinstance(views[n], str) or views[n] not in _VIEWED or n not in tensors or tensors[n].dtype != np.uint8 for n in views
+    ):
+        raise _invalid(path, "its list of float8 tensors does not match its tensors")
+    tensors.update({name: tensors[name].view(jnp.dtype(dtype)) for name, dtype in views.items()})
     by_part: dict[str, dict[str, np.ndarray]] = {p: {} for p in _PARTS}
     for name, arr in tensors.items():
         part = name.split("/", 1)[0]
