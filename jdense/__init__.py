@@ -6,7 +6,7 @@ checkpoints and data helpers.
 """
 
 from jdense import activations, data, initializers, losses, metrics, parallel
-from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar
+from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar, ReduceLROnPlateau
 from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.compilation import enable_compilation_cache
 from jdense.dense import apply, init
@@ -30,6 +30,7 @@ __all__ = [
     "FitResult",
     "PopulationResult",
     "ProgressBar",
+    "ReduceLROnPlateau",
     "ensemble_evaluate",
     "ensemble_predict",
     "evaluate",

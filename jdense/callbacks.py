@@ -7,7 +7,11 @@ A callback is an object with any of these methods (all optional):
   the epoch's metrics (``{"loss": ..., "val_loss": ...}``); return ``True`` to stop.
   ``params`` are the live training buffers, donated to the next epoch: copy what you keep;
 - ``on_train_end(params, state) -> (params, state) | None``: may hand back other params
-  (EarlyStopping restores the best ones).
+  (EarlyStopping restores the best ones);
+- ``adjust_hyperparams(epoch, logs, hyperparams) -> dict | None``: new values for the
+  optimizer of :func:`jdense.optimizer` for the next epoch, e.g. ``{"learning_rate": 1e-4}``
+  (``hyperparams`` are the current ones, see :func:`jdense.hyperparams`). They are values in
+  the optimizer state, so nothing recompiles; ``fit`` then logs ``learning_rate`` each epoch.
 """
 
 from __future__ import annotations
@@ -139,6 +143,57 @@ class BestCheckpoint(Callback):
         if self.tracker.improved(epoch, logs):
             self.save(params, opt_state=opt_state, state=state, epoch=epoch, metrics=dict(logs))
         return False
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs.
+
+    Keras's rule: an epoch improves when ``monitor`` beats the best so far by more than
+    ``min_delta``; after ``patience`` epochs without improvement the rate becomes
+    ``max(rate * factor, min_lr)``, then ``cooldown`` epochs pass before counting again.
+    The rate is a value in the optimizer state (:func:`jdense.optimizer`), so lowering it
+    recompiles nothing; ``history["learning_rate"]`` records it. (``optax.contrib.reduce_on_plateau``
+    needs the loss passed to every update as an extra argument, which a compiled epoch of
+    many steps does not have; this callback decides once per epoch, on the epoch's logs.)
+
+    Example:
+      >>> plateau = jdense.ReduceLROnPlateau("val_loss", factor=0.5, patience=3)
+      >>> # result = jdense.fit(..., validation_data=(xv, yv), callbacks=[plateau])
+      >>> # result.history["learning_rate"]
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 0.0,
+                 cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto"):
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {factor!r}.")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+        if isinstance(min_lr, bool) or not isinstance(min_lr, int | float) or not min_lr >= 0:
+            raise ValueError(f"min_lr must be a number >= 0, got {min_lr!r}.")
+        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.factor, self.patience, self.cooldown, self.min_lr = float(factor), patience, cooldown, float(min_lr)
+        self.on_train_begin()
+
+    def on_train_begin(self):
+        self.tracker.reset()
+        self.wait = self.cooldown_counter = 0
+
+    def adjust_hyperparams(self, epoch, logs, hyperparams):
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self.tracker.improved(epoch, logs):
+            self.wait = 0
+            return None
+        if self.cooldown_counter > 0:
+            return None
+        self.wait += 1
+        rate = hyperparams["learning_rate"]
+        if self.wait < self.patience or rate <= self.min_lr:
+            return None
+        self.cooldown_counter, self.wait = self.cooldown, 0
+        return {"learning_rate": max(rate * self.factor, self.min_lr)}
 
 
 def _number(value: float) -> str:

@@ -320,3 +320,44 @@ def test_progress_bar_driven_directly(capsys):
     silent.on_epoch_end(0, {"loss": 0.5}, {})
     silent.on_train_end({}, {})
     assert capsys.readouterr() == ("", "")
+
+
+# --------------------------------------------------------------------------- ReduceLROnPlateau
+
+
+def test_reduce_lr_on_plateau_follows_keras_rule():
+    """patience 2, factor 0.5, cooldown 1 on a scripted monitor (Keras's ReduceLROnPlateau, worked by hand)."""
+    cb = jdense.ReduceLROnPlateau("val_loss", factor=0.5, patience=2, cooldown=1)
+    rate, used = 1.0, []
+    for epoch, value in enumerate([1.0, 0.9, 0.95, 0.96, 0.97, 0.5, 0.6, 0.7, 0.8]):
+        used.append(rate)
+        change = cb.adjust_hyperparams(epoch, {"val_loss": value}, {"learning_rate": rate})
+        rate = change["learning_rate"] if change else rate
+    assert used == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25]
+    floor = jdense.ReduceLROnPlateau("loss", factor=0.1, patience=0, min_lr=0.05)
+    floor.adjust_hyperparams(0, {"loss": 1.0}, {"learning_rate": 0.2})
+    assert floor.adjust_hyperparams(1, {"loss": 2.0}, {"learning_rate": 0.2}) == {"learning_rate": 0.05}
+    assert floor.adjust_hyperparams(2, {"loss": 2.0}, {"learning_rate": 0.05}) is None
+
+
+def test_reduce_lr_on_plateau_in_fit_logs_the_rate_and_compiles_nothing():
+    net = jdense.mlp([4, 6, 3])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)).astype(np.float32), rng.integers(0, 3, 40)
+    kw = dict(loss="cross_entropy", epochs=4, batch_size=8, key=jax.random.key(0), verbose=0)
+    run = lambda: jdense.fit(net, net.init(jax.random.key(1)), x, y, optimizer=jdense.optimizer(net, "sgd", 0.1),  # noqa: E731
+                             callbacks=[jdense.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=10.0)], **kw)
+    run()
+    from test_train import CompileCounter
+
+    with CompileCounter() as counter:
+        result = run()
+    assert counter.count == 0, counter.names
+    assert result.history["learning_rate"] == [0.1, 0.1, 0.05, 0.025]
+
+
+@pytest.mark.parametrize("kwargs, match", [({"factor": 1.0}, "factor must be in"), ({"patience": -1}, "patience"),
+                                           ({"min_lr": -1.0}, "min_lr")])
+def test_reduce_lr_on_plateau_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jdense.ReduceLROnPlateau(**kwargs)
