@@ -302,6 +302,8 @@ def fit_population(
             values[k].append(v[k])
     opt_state = optim.with_values(jax.tree.map(lambda a: np.broadcast_to(a, (n_members, *a.shape)), one_template),
                                   optim.host_values(values))
+    if compute_dtype is not None and jnp.dtype(compute_dtype) == jnp.float16:
+        one_state = {**one_state, programs.LOSS_SCALE: programs.initial_loss_scale()}
     states = []
     for m in members:
         s = dict(one_state)

@@ -173,6 +173,27 @@ def _sums(spec: Step, params, state, x, y, idx, mask, class_weight):
     return _stack(jax.lax.scan(body, zeros, (idx, mask))[0])
 
 
+# -- dynamic loss scaling (float16) ------------------------------------------------------------
+LOSS_SCALE = "loss_scale"
+"""The key of the network state that holds float16 training's loss scale: ``{"scale", "good_steps"}``."""
+LOSS_SCALE_PERIOD = 2000  # finite steps before the scale doubles (as jmp's and Keras's dynamic scaling)
+
+
+def initial_loss_scale() -> dict[str, np.ndarray]:
+    return {"scale": np.float32(2.0**15), "good_steps": np.int32(0)}
+
+
+def _unscale(grads, state):
+    """Divide the gradients by the scale; double it after a period of finite steps, halve it (>= 1) on overflow."""
+    scale, good = state[LOSS_SCALE]["scale"], state[LOSS_SCALE]["good_steps"]
+    grads = jax.tree.map(lambda g: g / scale.astype(g.dtype), grads)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    grow = good + 1 >= LOSS_SCALE_PERIOD
+    new = {"scale": jnp.where(finite, jnp.where(grow, scale * 2, scale), jnp.maximum(scale / 2, 1.0)),
+           "good_steps": jnp.where(finite & ~grow, good + 1, 0).astype(good.dtype)}
+    return grads, {**state, LOSS_SCALE: new}, finite
+
+
 # -- programs -----------------------------------------------------------------------------
 def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch_number, class_weight, fresh,
            validation):
@@ -186,6 +207,7 @@ def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch
     per-step gather.
     """
     net, use_key = spec.net, spec.net.needs_key
+    scaled = spec.compute_dtype == jnp.float16
 
     def initial(template):
         new = spec.init(params)
@@ -210,11 +232,19 @@ def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch
             if values.shape != (xb.shape[0],):
                 raise ValueError(f"a loss callable must return per-sample losses of shape ({xb.shape[0]},), got {values.shape}.")
             w = _weights(m, class_weight, out, yb)
-            return losses_lib.weighted_mean(values, w), (out, new_state, values, w)
+            mean = losses_lib.weighted_mean(values, w)
+            return (mean * state[LOSS_SCALE]["scale"] if scaled else mean), (out, new_state, values, w)
 
         grads, (out, new_state, values, w) = jax.grad(loss_fn, has_aux=True)(params)
+        if scaled:  # float16: the loss was scaled up so that small gradients survive; scale them back
+            grads, new_state, finite = _unscale(grads, new_state)
         updates, new_opt_state = spec.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        if scaled:  # an overflowing step changes nothing but the scale (halved)
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+            new_params, new_opt_state = keep((new_params, new_opt_state), (params, opt_state))
+            new_state = {**keep({k: v for k, v in new_state.items() if k != LOSS_SCALE},
+                                {k: v for k, v in state.items() if k != LOSS_SCALE}), LOSS_SCALE: new_state[LOSS_SCALE]}
         batch_sums = _batch_sums(out, yb, w, values, spec.metrics)
         if spec.skip_nonfinite:  # keep params, optimizer and BatchNorm state of a step whose update is not finite
             ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves((updates, new_params))]))

@@ -135,6 +135,7 @@ def _check_state(net: Sequential, state, what: str) -> None:
     """The network state must have the structure and shapes of ``net.init_state()``."""
     if not isinstance(state, dict):
         raise TypeError(f"{what}: state must be a dict like net.init_state() (or fit's result.state), got {state!r}.")
+    state = {k: v for k, v in state.items() if k != programs.LOSS_SCALE}
     expected = net.init_state()
     same = jax.tree.structure(state) == jax.tree.structure(expected) and all(
         np.shape(a) == np.shape(b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected)))
@@ -362,7 +363,11 @@ def fit(
         BatchNorm state stay as they were, and the batch is left out of the logged sums)
         instead of stopping with an error when the loss is not finite.
       compute_dtype: mixed precision, e.g. ``jnp.bfloat16``: the forward and backward pass
-        run in it while params, optimizer state and the loss stay float32.
+        run in it while params, optimizer state and the loss stay float32. ``jnp.float16``
+        adds dynamic loss scaling (as Keras's ``LossScaleOptimizer``): the loss is multiplied
+        by a scale (2**15 at first) so that small gradients do not underflow, the gradients
+        divided by it; a step with an overflow is skipped and halves the scale, 2000 finite
+        steps double it. The scale lives in ``result.state["loss_scale"]``.
       mesh: data-parallel training on several devices or processes: a mesh from
         ``jdense.parallel.data_mesh()`` (all devices). Each batch is split by rows over its
         ``"data"`` axis (``batch_size`` must be a multiple of its size); params and
@@ -426,6 +431,8 @@ def fit(
     net.check_params(params, "fit")
     state = net.init_state() if state is None else state
     _check_state(net, state, "fit")
+    if compute_dtype == jnp.float16 and programs.LOSS_SCALE not in state:  # dynamic loss scaling, kept in the state
+        state = {**state, programs.LOSS_SCALE: programs.initial_loss_scale()}
     out_shape = _output_shape(net, params, state, x)
     _check_labels(loss, y, out_shape, "fit")
     cw = _class_weights(class_weight, out_shape)

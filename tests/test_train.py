@@ -783,3 +783,30 @@ def test_bfloat16_compute_trains_and_keeps_float32_params():
     for leaf in jax.tree.leaves(result.opt_state):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             assert leaf.dtype == jnp.float32
+
+
+def test_float16_dynamic_loss_scaling_trains_what_would_underflow():
+    """A loss so small that its float16 gradients underflow to 0 trains with loss scaling, close to float32."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype(np.float32), rng.normal(size=(64, 1)).astype(np.float32)
+    net = jdense.mlp([8, 16, 1])
+    p0 = net.init(jax.random.key(0))
+
+    def tiny(out, t):  # mse scaled by 1e-9: dL/d(outputs) ~ 1e-10, below float16's smallest subnormal (6e-8)
+        return 1e-9 * jnp.mean((out - t.reshape(out.shape)) ** 2, axis=-1)
+
+    def grads_f16(p):
+        half = jax.tree.map(lambda a: a.astype(jnp.float16), p)
+        return jax.grad(lambda q: jnp.mean(tiny(net.apply(q, x.astype(jnp.float16)).astype(jnp.float32), y)))(half)
+
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads_f16(p0)))  # no scaling: nothing learns
+    kw = dict(loss=tiny, epochs=3, batch_size=16, key=KEY, verbose=0)
+    r16 = jdense.fit(net, p0, x, y, optimizer=jdense.optimizer(net, "sgd", 1e7), compute_dtype=jnp.float16, **kw)
+    r32 = jdense.fit(net, p0, x, y, optimizer=jdense.optimizer(net, "sgd", 1e7), **kw)
+    for a, b, c in zip(jax.tree.leaves(r16.params), jax.tree.leaves(r32.params), jax.tree.leaves(p0)):
+        moved = float(jnp.abs(b - c).max())
+        assert moved > 0.05 and float(jnp.abs(a - b).max()) < 0.01 * moved * 10  # float16 tracks float32 (~1e-3 rel.)
+    assert float(r16.state["loss_scale"]["scale"]) == 2.0**15 and int(r16.state["loss_scale"]["good_steps"]) == 12
+    again = jdense.fit(net, r16.params, x, y, optimizer=jdense.optimizer(net, "sgd", 1e7), compute_dtype=jnp.float16,
+                       state=r16.state, **{**kw, "epochs": 1})  # resumes with its scale
+    assert int(again.state["loss_scale"]["good_steps"]) == 16
