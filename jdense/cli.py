@@ -94,6 +94,16 @@ def _source(text: str) -> str:
     raise argparse.ArgumentTypeError(f"must be digits, mnist:DIR or csv:FILE, got {text!r}")
 
 
+def _metric_names(text: str) -> list[str]:
+    from jdense.metrics import METRICS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names among {', '.join(METRICS)}, got {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jdense.activations import ACTIVATIONS
     from jdense.initializers import INITIALIZERS
@@ -116,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"weight initializer: auto (He for ReLU-like, else Glorot), {', '.join(sorted(INITIALIZERS))}")
     add("--lambda", dest="lambda_", type=_number(float, low=0, low_ok=True), default="1e-4", metavar="LAMBDA",
         help="L2 strength of every layer's weights")
+    add("--l1", type=_number(float, low=0, low_ok=True), default=0.0, metavar="L1",
+        help="L1 strength of every layer's weights (the loss gains l1 * sum|w|)")
+    add("--metrics", type=_metric_names, default=None, metavar="NAMES",
+        help="comma-separated metrics to log, e.g. accuracy,f1,auc (default: accuracy, or mse,mae for regression)")
     add("--dropout", type=_number(float, low=0, low_ok=True, high=1), default=0.0, metavar="RATE",
         help="dropout rate after each hidden layer, in [0, 1)")
     add("--optimizer", choices=OPTIMIZERS, default="adam", help="the optax optimizer")
@@ -219,7 +233,7 @@ def train(args, start: float | None = None) -> dict[str, float]:
         y_mean, y_std = float(ytr.mean()), float(ytr.std() or 1.0)
         ytr, yva, yte = ((a - y_mean) / y_std for a in (ytr, yva, yte))
     net = jdense.mlp([x.shape[1], *args.hidden, out], args.activation, initializer=args.initializer,
-                     lambda_=args.lambda_, dropout=args.dropout)
+                     lambda_=args.lambda_, l1=args.l1, dropout=args.dropout)
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
     callbacks = []
     if args.patience > 0:
@@ -239,13 +253,14 @@ def train(args, start: float | None = None) -> dict[str, float]:
         result = jdense.fit(net, net.init(key_init), xtr, ytr, loss=loss,
                             optimizer=jdense.optimizer(net, args.optimizer, args.lr),
                             epochs=args.epochs, batch_size=min(args.batch_size, len(xtr)), key=key_fit,
-                            validation_data=(xva, yva), callbacks=callbacks, verbose=0)
+                            validation_data=(xva, yva), callbacks=callbacks, verbose=0, metrics=args.metrics)
     except FloatingPointError as err:  # fit's advice names its own arguments; on the command line it is --lr
         raise FloatingPointError(f"the run diverged ({str(err).split(';')[0].removeprefix('fit: ')}); lower --lr") from err
     finally:
         bar.on_train_end(None, None)  # closes the bar when fit raised, so an error starts its own line
     fit_seconds = time.perf_counter() - fit_start
-    logs = _in_target_units(jdense.evaluate(net, result.params, xte, yte, loss=loss, state=result.state), y_std)
+    logs = _in_target_units(jdense.evaluate(net, result.params, xte, yte, loss=loss, state=result.state,
+                                            metrics=args.metrics), y_std)
     units = "" if classification else ", loss and errors in target units"
     print(f"test {format_logs(logs)}  ({result.epochs} epochs in {fit_seconds:.1f} s training, "
           f"{time.perf_counter() - start:.1f} s total{units})", flush=True)

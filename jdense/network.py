@@ -441,6 +441,7 @@ def mlp(
     *,
     initializer: str | Any = "auto",
     lambda_: float = 0.0,
+    l1: float = 0.0,
     dropout: float = 0.0,
     batch_norm: bool = False,
     use_bias: bool = True,
@@ -455,6 +456,7 @@ def mlp(
         that take logits).
       initializer: for every layer (``"auto"`` follows each layer's activation).
       lambda_: L2 strength on every layer's weights.
+      l1: L1 strength on every layer's weights.
       dropout: if > 0, a Dropout with this rate after each hidden layer.
       batch_norm: if True, a BatchNorm after each hidden layer (before dropout).
       use_bias, dtype: passed to every Dense.
@@ -473,7 +475,7 @@ def mlp(
         last = i == len(sizes) - 2
         layers.append(
             Dense(n_in, n_out, output_activation if last else activation, initializer,
-                  lambda_=lambda_, use_bias=use_bias, dtype=dtype)
+                  lambda_=lambda_, l1=l1, use_bias=use_bias, dtype=dtype)
         )
         if not last:
             if batch_norm:

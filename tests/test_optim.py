@@ -287,3 +287,51 @@ def test_three_layer_network_trains_on_two_moons():
     assert float(values[0]) > 0.5 and bce < BCE_THRESHOLD, (float(values[0]), bce)
     assert accuracy >= ACCURACY_THRESHOLD
     np.testing.assert_allclose(float(values[-1]), bce, rtol=0.2)  # the jitted loss agrees one step earlier
+
+
+# --------------------------------------------------------------------------- L1 and freezing
+
+
+def test_l1_and_l2_equal_sgd_on_the_penalized_loss():
+    """g + lambda_*w + l1*sign(w) on weights only: jax.grad of mse + (lambda_/2)||w||^2 + l1*sum|w| (Keras L1L2)."""
+    net = Sequential([Dense(3, 4, activation="tanh", lambda_=0.1, l1=0.05), Dense(4, 2, activation=None, l1=0.2)])
+    params, grad, _ = _setup(net)
+    rng = np.random.default_rng(1)
+    x, t = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32)
+
+    def penalized(p):
+        penalty = sum(0.5 * layer.lambda_ * jnp.sum(p[n]["w"] ** 2) + layer.l1 * jnp.sum(jnp.abs(p[n]["w"]))
+                      for n, layer in zip(net.names, net.layers))
+        return losses.mse(net.apply(p, x), t) + penalty
+
+    (u,) = _run(jdense.optimizer(net, "sgd", 0.1), params, lambda p: jax.grad(lambda q: losses.mse(net.apply(q, x), t))(p), 1)
+    _assert_trees_close(u, jax.tree.map(lambda g: -0.1 * g, jax.grad(penalized)(params)), atol=1e-7, rtol=EXACT_RTOL)
+
+
+def test_frozen_layers_get_no_update_no_state_and_no_decay():
+    net = Sequential([Dense(3, 4, activation="tanh", lambda_=0.5, trainable=False), Dense(4, 2, activation=None, lambda_=0.5)])
+    params, grad, _ = _setup(net)
+    tx = jdense.optimizer(net, "adam", 0.1)
+    state = tx.init(params)
+    adam = [n for n in jax.tree.leaves(state, is_leaf=lambda n: type(n).__name__ == "ScaleByAdamState")
+            if type(n).__name__ == "ScaleByAdamState"]
+    assert adam and all("dense_0" not in jax.tree.leaves(n.mu, is_leaf=lambda v: v is None) for n in adam)
+    assert all(not jax.tree.leaves(n.mu.get("dense_0", {})) for n in adam)  # no moments for the frozen layer
+    updates = _run(tx, params, grad, 3)
+    for u in updates:
+        assert all(float(jnp.abs(v).max()) == 0.0 for v in jax.tree.leaves(u["dense_0"]))
+        assert float(jnp.abs(u["dense_1"]["w"]).max()) > 0
+
+
+def test_fit_leaves_frozen_params_bit_for_bit():
+    net = jdense.Sequential([Dense(3, 6, trainable=False, lambda_=1e-2), jdense.BatchNorm(6, trainable=False),
+                             Dense(6, 2, activation=None)])
+    params = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 3)).astype(np.float32), rng.integers(0, 2, 32)
+    r = jdense.fit(net, params, x, y, loss="cross_entropy", optimizer=jdense.optimizer(net, "adam", 0.05), epochs=3,
+                   batch_size=8, key=jax.random.key(1), verbose=0)
+    for name in ("dense_0", "batch_norm_0"):
+        for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(r.params[name])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(params["dense_1"]["w"]), np.asarray(r.params["dense_1"]["w"]))
