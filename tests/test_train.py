@@ -810,3 +810,26 @@ def test_float16_dynamic_loss_scaling_trains_what_would_underflow():
     again = jdense.fit(net, r16.params, x, y, optimizer=jdense.optimizer(net, "sgd", 1e7), compute_dtype=jnp.float16,
                        state=r16.state, **{**kw, "epochs": 1})  # resumes with its scale
     assert int(again.state["loss_scale"]["good_steps"]) == 16
+
+
+def test_fit_copies_the_data_set_at_most_once():
+    """Peak RSS of a fit on 1,000,000 x 64 float32 rows rises by at most 2.5x the data (the data itself included)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource, jax, numpy as np, jdense
+        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        net = jdense.mlp([64, 32, 10])
+        kw = dict(loss="cross_entropy", batch_size=1024, key=jax.random.key(1), verbose=0, epochs=1)
+        small = np.ones((4096, 64), np.float32)
+        jdense.fit(net, net.init(jax.random.key(0)), small, np.zeros(4096, np.int32), optimizer=jdense.optimizer(net), **kw)
+        base = peak()
+        x = np.random.default_rng(0).standard_normal((1_000_000, 64), dtype=np.float32)
+        y = np.zeros(1_000_000, np.int32)
+        jdense.fit(net, net.init(jax.random.key(0)), x, y, optimizer=jdense.optimizer(net), **kw)
+        print((peak() - base) / (x.nbytes + y.nbytes))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert float(out.stdout.split()[-1]) <= 2.5, out.stdout
