@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--l1", type=_number(float, low=0, low_ok=True), default=0.0, metavar="L1",
         help="L1 strength of every layer's weights (the loss gains l1 * sum|w|)")
     add("--metrics", type=_metric_names, default=None, metavar="NAMES",
-        help="comma-separated metrics to log, e.g. accuracy,f1,auc (default: accuracy, or mse,mae for regression)")
+        help="comma-separated metrics to log, e.g. accuracy,f1,auc; by default accuracy, or mse,mae for regression")
     add("--dropout", type=_number(float, low=0, low_ok=True, high=1), default=0.0, metavar="RATE",
         help="dropout rate after each hidden layer, in [0, 1)")
     add("--optimizer", choices=OPTIMIZERS, default="adam", help="the optax optimizer")

@@ -281,7 +281,7 @@ def _logs(sums, metrics, width: int, skip_nonfinite: bool = False, prefix: str =
         logs[prefix + m.name] = m.result(parts[m.name], count, width) if count > 0 else math.nan
     if skip_nonfinite:
         logs[prefix + "skipped_steps"] = float(parts["skipped"])
-    return logs
+    return dict(sorted(logs.items()))
 
 
 def _copy(tree):
