@@ -2,7 +2,7 @@
 
 The core is two pure functions, :func:`init` and :func:`apply`; around them, layer
 specs, networks, losses, an optax optimizer with per-layer L2, compiled training,
-checkpoints and data helpers.
+checkpoints, loggers and data helpers.
 """
 
 from jdense import activations, data, initializers, losses, metrics, parallel
@@ -10,6 +10,7 @@ from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBa
 from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
+from jdense.loggers import CSVLogger, TensorBoard, plot_history
 from jdense.network import Sequential, mlp, summary
 from jdense.optim import optimizer
 from jdense.train import FitResult, evaluate, fit, predict
@@ -19,11 +20,13 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchNorm",
     "BestCheckpoint",
+    "CSVLogger",
     "Callback",
     "Checkpoint",
     "EarlyStopping",
     "FitResult",
     "ProgressBar",
+    "TensorBoard",
     "evaluate",
     "fit",
     "predict",
@@ -46,5 +49,6 @@ __all__ = [
     "mlp",
     "optimizer",
     "parallel",
+    "plot_history",
     "summary",
 ]
