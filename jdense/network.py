@@ -335,8 +335,9 @@ def summary(net: Sequential, input_shape: Sequence[int] | None = None, *, print_
     other layers (BatchNorm, user layers) as XLA's cost analysis counts their ``apply``
     on one sample, ``?`` where the backend gives no count. A training step costs about
     three forward passes: the backward pass of a Dense layer is two matmuls, ``δ @ wᵀ``
-    for its input and ``xᵀ @ δ`` for ``w``, except in the first layer, which needs no
-    gradient for the data (within 1% of XLA's count for a 784-128-64-10 step).
+    for its input and ``xᵀ @ δ`` for ``w``, less the first where no trainable params
+    come before the layer (the first layer needs no gradient for the data) and the
+    second where the layer is frozen (within 1% of XLA's count for 784-128-64-10).
 
     Params are non-trainable when their layer has ``trainable = False``, or where its
     ``trainable_mask(params)`` (called with the params' shapes) returns False. State
@@ -364,24 +365,25 @@ def summary(net: Sequential, input_shape: Sequence[int] | None = None, *, print_
     state = net.init_state()
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     rows = [("Layer (type)", "Output shape", "Params", "FLOPs")]
-    total = frozen = forward = no_data_grad = 0
-    unknown, seen_params = False, False
+    total = frozen = forward = skipped = 0  # skipped: backward matmuls that training does not need
+    unknown, trained_before = False, False
     for name, layer in zip(net.names, net.layers):
         sub = Sequential([layer])
         p = {sub.names[0]: params[name]} if name in params else {}
         s = {sub.names[0]: state[name]} if name in state else {}
         run = lambda p, s, x, sub=sub: sub.apply_with_state(p, s, x)[0]
+        count = _size(params.get(name, {}))
+        layer_frozen = _non_trainable(name, layer, params.get(name, {}))
         if isinstance(layer, Dense):
             flops = _dense_flops(layer, x.shape[1:])
-            if not seen_params:  # the first layer with params gets no gradient for its input
-                no_data_grad = 2 * layer.in_features * layer.out_features * math.prod(x.shape[1:-1])
+            matmul = 2 * layer.in_features * layer.out_features * math.prod(x.shape[1:-1])
+            skipped += matmul * ((not trained_before) + (not getattr(layer, "trainable", True)))
         else:
             flops = 0 if isinstance(layer, Dropout | Flatten) else _xla_flops(run, p, s, x)
         x = jax.eval_shape(run, p, s, x)
-        count = _size(params.get(name, {}))
-        seen_params |= count > 0 or not isinstance(layer, Dropout | Flatten)
+        trained_before |= count > layer_frozen
         total += count
-        frozen += _non_trainable(name, layer, params.get(name, {}))
+        frozen += layer_frozen
         forward += flops or 0
         unknown |= flops is None
         kind = type(layer).__name__ if not isinstance(layer, FunctionLayer) else "function"
@@ -394,7 +396,7 @@ def summary(net: Sequential, input_shape: Sequence[int] | None = None, *, print_
         totals.append(f"State (not params, not trained by gradients): {_size(state):,}")
     without = " (without the layers marked ?)" if unknown else ""
     totals.append(f"Forward FLOPs per sample: {forward:,}{without}")
-    totals.append(f"Training step FLOPs per sample: {3 * forward - no_data_grad:,} (forward + backward){without}")
+    totals.append(f"Training step FLOPs per sample: {3 * forward - skipped:,} (forward + backward){without}")
     text = "\n".join([line, fmt(rows[0]), line, *map(fmt, rows[1:]), line, *totals, line])
     print_fn(text)
     return text

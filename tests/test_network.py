@@ -337,6 +337,30 @@ class _FrozenWeights(_Frozen):
         return {"w": False, "b": True}
 
 
+class _FrozenDense(Dense):
+    """A Dense layer under the freezing protocol (``trainable = False``)."""
+
+    trainable = False
+
+
+def test_summary_training_flops_skip_frozen_layers():
+    """A frozen first layer needs neither gradient: XLA's step, differentiated for the trainable params only."""
+    net = Sequential([_FrozenDense(784, 128), Dense(128, 64), Dense(64, 10, activation=None)])
+    text = summary(net, print_fn=lambda s: None)
+    assert "Non-trainable params: 100,480" in text
+    batch = 32
+    params = jax.eval_shape(net.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((batch, 784), jnp.float32)
+
+    def loss(trainable, frozen, x):
+        return jnp.mean(net.apply({**frozen, **trainable}, x) ** 2)
+
+    trainable = {k: v for k, v in params.items() if k != "dense_0"}
+    xla = _xla_flops(jax.grad(loss), trainable, {"dense_0": params["dense_0"]}, x) / batch
+    assert _total(text, "Training step FLOPs per sample:") == pytest.approx(xla, rel=FLOPS_TOL)
+    assert _total(text, "Training step FLOPs per sample:") < 2 * _total(text, "Forward FLOPs per sample:")
+
+
 def test_summary_counts_trainable_and_non_trainable_params():
     net = Sequential([Dense(4, 8), _Frozen(8), _FrozenWeights(8), BatchNorm(8), Dense(8, 2)])
     text = summary(net, print_fn=lambda s: None)
