@@ -332,8 +332,8 @@ def summary(net: Sequential, input_shape: Sequence[int] | None = None, *, print_
     The FLOPs column counts one sample's forward pass: ``2·in·out`` for a Dense layer's
     multiply-adds plus one per output for its bias and one for its activation (XLA, whose
     count this matches for ReLU, files tanh and sigmoid under transcendentals instead);
-    other layers (BatchNorm, user layers) as XLA's cost analysis counts their ``apply``
-    on one sample, ``?`` where the backend gives no count. A training step costs about
+    other layers (BatchNorm, Dense subclasses, user layers) as XLA's cost analysis counts
+    their ``apply`` on one sample, ``?`` where the backend gives no count. A training step costs about
     three forward passes: the backward pass of a Dense layer is two matmuls, ``δ @ wᵀ``
     for its input and ``xᵀ @ δ`` for ``w``, less the first where no trainable params
     come before the layer (the first layer needs no gradient for the data) and the
@@ -374,12 +374,13 @@ def summary(net: Sequential, input_shape: Sequence[int] | None = None, *, print_
         run = lambda p, s, x, sub=sub: sub.apply_with_state(p, s, x)[0]
         count = _size(params.get(name, {}))
         layer_frozen = _non_trainable(name, layer, params.get(name, {}))
-        if isinstance(layer, Dense):
+        if type(layer) is Dense:  # subclasses (LoRA, quantized) compute more or otherwise: XLA counts them
             flops = _dense_flops(layer, x.shape[1:])
-            matmul = 2 * layer.in_features * layer.out_features * math.prod(x.shape[1:-1])
-            skipped += matmul * ((not trained_before) + (not getattr(layer, "trainable", True)))
         else:
             flops = 0 if isinstance(layer, Dropout | Flatten) else _xla_flops(run, p, s, x)
+        if isinstance(layer, Dense):
+            matmul = 2 * layer.in_features * layer.out_features * math.prod(x.shape[1:-1])
+            skipped += matmul * ((not trained_before) + (not getattr(layer, "trainable", True)))
         x = jax.eval_shape(run, p, s, x)
         trained_before |= count > layer_frozen
         total += count
