@@ -337,10 +337,11 @@ class _FrozenWeights(_Frozen):
         return {"w": False, "b": True}
 
 
+@dataclasses.dataclass(frozen=True)
 class _FrozenDense(Dense):
-    """A Dense layer under the freezing protocol (``trainable = False``)."""
+    """A Dense layer under the freezing protocol (``trainable = False``), with or without Dense's own field."""
 
-    trainable = False
+    trainable: bool = False
 
 
 def test_summary_training_flops_skip_frozen_layers():
