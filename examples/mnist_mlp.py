@@ -1,4 +1,4 @@
-"""The seed's MNIST classifier: a 784-128-64-10 ReLU network trained with Adam.
+"""A classic MNIST classifier: a 784-128-64-10 ReLU network trained with Adam.
 
 Shows the high-level path: ``jdense.mlp`` builds the network, ``jdense.optimizer``
 the optax update, ``jdense.fit`` trains it (with validation data and early stopping)

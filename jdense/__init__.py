@@ -2,7 +2,7 @@
 
 The core is two pure functions, :func:`init` and :func:`apply`; around them, layer
 specs, networks, losses, an optax optimizer with per-layer L2, compiled training,
-checkpoints and data helpers.
+checkpoints, loggers and data helpers.
 """
 
 from jdense import activations, data, initializers, losses, metrics, parallel
@@ -11,6 +11,7 @@ from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.compilation import enable_compilation_cache
 from jdense.dense import apply, init
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
+from jdense.loggers import CSVLogger, TensorBoard, plot_history
 from jdense.lora import LoRADense, load_adapters, lora, lora_init, merge_lora, save_adapters
 from jdense.network import Sequential, mlp, register_layer, summary
 from jdense.optim import hyperparams, optimizer, set_hyperparams
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchNorm",
     "BestCheckpoint",
+    "CSVLogger",
     "Callback",
     "Checkpoint",
     "EarlyStopping",
@@ -31,6 +33,7 @@ __all__ = [
     "PopulationResult",
     "ProgressBar",
     "ReduceLROnPlateau",
+    "TensorBoard",
     "ensemble_evaluate",
     "ensemble_predict",
     "evaluate",
@@ -67,6 +70,7 @@ __all__ = [
     "mlp",
     "optimizer",
     "parallel",
+    "plot_history",
     "quantize",
     "register_layer",
     "save_adapters",

@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--patience", type=_number(int, low=0, low_ok=True), default=10,
         help="early stopping: epochs without a better val_loss before stopping (0: off)")
     add("--save", metavar="PATH", help="write the best model (by val_loss) to this safetensors checkpoint")
+    add("--csv-log", metavar="PATH", help="write one row of metrics per epoch to this CSV file (flushed each epoch)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="0: only the result line; 1: a progress bar and the result line; 2: a line per epoch and the result line")
     add("--no-compilation-cache", action="store_true",
@@ -246,6 +247,8 @@ def train(args, start: float | None = None) -> dict[str, float]:
         if not classification:
             metadata["target_scale"] = {"mean": y_mean, "std": y_std}
         callbacks.append(jdense.BestCheckpoint(checkpoint.checkpoint_callback(args.save, net=net, metadata=metadata)))
+    if args.csv_log:
+        callbacks.append(jdense.CSVLogger(args.csv_log))
     bar = _Progress(args.epochs, args.verbose, y_std)
     callbacks.append(bar)
     fit_start = time.perf_counter()

@@ -13,10 +13,27 @@ and returns the weighted mean over the batch,
 | ``"cross_entropy"`` | integer labels or one-hot / probabilities | ``optax.losses.softmax_cross_entropy[_with_integer_labels]`` |
 | ``"binary_cross_entropy"`` | 0/1 labels, shape ``(N,)`` or ``(N, 1)`` | ``optax.losses.sigmoid_binary_cross_entropy`` |
 | ``"kl_divergence"`` | probabilities | ``optax.losses.kl_divergence(log_softmax(outputs), targets)`` |
+| ``"huber"`` | same shape as outputs | mean of ``optax.losses.huber_loss`` (``delta=1.0``) over the features |
+| ``"log_cosh"`` | same shape as outputs | mean of ``optax.losses.log_cosh`` over the features |
+| ``"sigmoid_focal"`` | 0/1 labels, like binary | mean of ``optax.losses.sigmoid_focal_loss`` (``gamma=2.0, alpha=None``) |
+
+A loss with parameters is named with them as a tuple, ``(name, *params)`` in the
+order above: ``("huber", 2.0)`` is Huber with ``delta=2.0``; ``("sigmoid_focal", 1.0, 0.25)``
+is ``gamma=1.0, alpha=0.25``. The same name and parameters give the same function
+object every time, so programs compiled for one fit are reused by the next.
+
+Example:
+  >>> per = per_sample(("huber", 2.0))
+  >>> per is per_sample(("huber", 2)) and per_sample("huber") is per_sample(("huber", 1.0))
+  True
+  >>> # jdense.fit(..., loss=("huber", 2.0))
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import numbers
 from collections.abc import Callable
 
 import jax
@@ -82,28 +99,123 @@ def _kl_divergence(outputs, targets):
     return optax.losses.kl_divergence(jax.nn.log_softmax(outputs), targets.astype(outputs.dtype))
 
 
+def _log_cosh(outputs, targets):
+    return _feature_mean(optax.losses.log_cosh(outputs, _match(outputs, targets, "log_cosh")))
+
+
+# Parameterised losses: one cached function per parameter value (same value, same object).
+@functools.cache
+def _huber(delta: float) -> PerSampleLoss:
+    def huber(outputs, targets):
+        return _feature_mean(optax.losses.huber_loss(outputs, _match(outputs, targets, "huber"), delta=delta))
+
+    return huber
+
+
+@functools.cache
+def _sigmoid_focal(gamma: float, alpha: float | None) -> PerSampleLoss:
+    def sigmoid_focal(outputs, targets):
+        labels = _match(outputs, targets, "sigmoid_focal")
+        return _feature_mean(optax.losses.sigmoid_focal_loss(outputs, labels, alpha=alpha, gamma=gamma))
+
+    return sigmoid_focal
+
+
+def _delta(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"huber: {name} must be a finite number > 0, got {value!r}; e.g. (\"huber\", 1.0).")
+    return float(value)
+
+
+def _gamma(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(f"sigmoid_focal: {name} must be a finite number >= 0, got {value!r}; 2.0 is usual.")
+    return float(value)
+
+
+def _alpha(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"sigmoid_focal: {name} must be None or a weight in [0, 1] for class 1, got {value!r}.")
+    return float(value)
+
+
+# name -> (cached factory, ((parameter, default, check), ...)) in tuple order.
+_PARAMETERISED = {
+    "huber": (_huber, (("delta", 1.0, _delta),)),
+    "sigmoid_focal": (_sigmoid_focal, (("gamma", 2.0, _gamma), ("alpha", None, _alpha))),
+}
+
 PER_SAMPLE: dict[str, PerSampleLoss] = {
     "mse": _mse,
     "mae": _mae,
     "cross_entropy": _cross_entropy,
     "binary_cross_entropy": _binary_cross_entropy,
     "kl_divergence": _kl_divergence,
+    "huber": _huber(1.0),
+    "log_cosh": _log_cosh,
+    "sigmoid_focal": _sigmoid_focal(2.0, None),
 }
-CLASSIFICATION = frozenset({"cross_entropy", "binary_cross_entropy"})
+CLASSIFICATION = frozenset({"cross_entropy", "binary_cross_entropy", "sigmoid_focal"})
+REGRESSION = frozenset({"mse", "mae", "huber", "log_cosh"})
+
+_SPEC_HELP = (
+    "loss must be a name ({names}), a tuple (name, *params) such as (\"huber\", 2.0) or "
+    "(\"sigmoid_focal\", 2.0, 0.25), or a callable (outputs, targets) -> per-sample losses; got {loss!r}."
+)
 
 
-def per_sample(loss: str | PerSampleLoss) -> PerSampleLoss:
-    """The unreduced loss ``(outputs, targets) -> (batch,)`` for a name or a callable."""
+def _params(loss: tuple) -> tuple[str, tuple]:
+    """Validate a ``(name, *params)`` tuple; return the name and every parameter, defaults filled in."""
+    if not loss or not isinstance(loss[0], str):
+        raise TypeError(_SPEC_HELP.format(names=", ".join(map(repr, PER_SAMPLE)), loss=loss))
+    name, values = loss[0], loss[1:]
+    if name not in PER_SAMPLE:
+        per_sample(name)  # raises the unknown-name error
+    spec = _PARAMETERISED.get(name, (None, ()))[1]
+    if len(values) > len(spec):
+        takes = ", ".join(p for p, _, _ in spec) or "no parameters"
+        raise ValueError(f"loss {name!r} takes {takes}; got {len(values)} values in {loss!r}.")
+    values = values + tuple(default for _, default, _ in spec[len(values):])
+    return name, tuple(check(p, v) for (p, _, check), v in zip(spec, values))
+
+
+def per_sample(loss: str | tuple | PerSampleLoss) -> PerSampleLoss:
+    """The unreduced loss ``(outputs, targets) -> (batch,)`` for a name, a ``(name, *params)`` tuple or a callable.
+
+    The same name and parameters always give the same function object.
+
+    Raises:
+      ValueError: for an unknown name or a bad parameter.
+      TypeError: for anything else.
+    """
     if isinstance(loss, str):
         if loss not in PER_SAMPLE:
             raise ValueError(
-                f"unknown loss {loss!r}; expected one of {', '.join(map(repr, PER_SAMPLE))} or a callable "
-                "(outputs, targets) -> per-sample losses."
+                f"unknown loss {loss!r}; expected one of {', '.join(map(repr, PER_SAMPLE))}, a tuple (name, *params) "
+                "or a callable (outputs, targets) -> per-sample losses."
             )
         return PER_SAMPLE[loss]
+    if isinstance(loss, tuple):
+        name, values = _params(loss)
+        return _PARAMETERISED[name][0](*values) if values else PER_SAMPLE[name]
     if callable(loss):
         return loss
-    raise TypeError(f"loss must be a name or a callable, got {loss!r}.")
+    raise TypeError(_SPEC_HELP.format(names=", ".join(map(repr, PER_SAMPLE)), loss=loss))
+
+
+def name_of(loss: str | tuple | PerSampleLoss) -> str | None:
+    """The name of a loss given by name or ``(name, *params)``; ``None`` for a callable.
+
+    Example:
+      >>> name_of(("huber", 2.0)) in REGRESSION
+      True
+    """
+    if isinstance(loss, tuple):
+        return _params(loss)[0]
+    per_sample(loss)  # validates
+    return loss if isinstance(loss, str) else None
 
 
 def labels_of(outputs: jax.Array, targets: jax.Array) -> jax.Array:
@@ -135,13 +247,16 @@ def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), jnp.finfo(jnp.float32).tiny)
 
 
+def _weighted(fn: PerSampleLoss, outputs, targets, sample_weight, class_weight) -> jax.Array:
+    outputs = jnp.asarray(outputs)
+    return weighted_mean(fn(outputs, targets), sample_weights(outputs, targets, sample_weight, class_weight))
+
+
 def _reduced(name: str) -> Callable[..., jax.Array]:
     fn = PER_SAMPLE[name]
 
     def loss(outputs, targets, *, sample_weight=None, class_weight=None):
-        outputs = jnp.asarray(outputs)
-        values = fn(outputs, targets)
-        return weighted_mean(values, sample_weights(outputs, targets, sample_weight, class_weight))
+        return _weighted(fn, outputs, targets, sample_weight, class_weight)
 
     loss.__name__ = name
     loss.__doc__ = (
@@ -158,12 +273,79 @@ mae = _reduced("mae")
 cross_entropy = _reduced("cross_entropy")
 binary_cross_entropy = _reduced("binary_cross_entropy")
 kl_divergence = _reduced("kl_divergence")
+log_cosh = _reduced("log_cosh")
+
+
+def huber(outputs: jax.Array, targets: jax.Array, *, delta: float = 1.0,
+          sample_weight: jax.typing.ArrayLike | None = None,
+          class_weight: jax.typing.ArrayLike | None = None) -> jax.Array:
+    """Huber loss: weighted batch mean of the feature mean of ``optax.losses.huber_loss``.
+
+    Per element ``½d²`` for ``|d| ≤ delta`` and ``delta·(|d| − ½delta)`` beyond, with
+    ``d = outputs − targets`` (Keras's ``Huber`` arithmetic).
+
+    Args:
+      outputs: the network's outputs.
+      targets: same shape as outputs (or without a trailing axis of size 1).
+      delta: where the loss turns from quadratic to linear, > 0.
+      sample_weight: optional (batch,) weights.
+      class_weight: optional (num_classes,) weights.
+
+    Returns:
+      A float32 scalar.
+
+    Example:
+      >>> float(huber(jnp.asarray([[3.0]]), jnp.asarray([[0.0]]), delta=1.0))
+      2.5
+    """
+    return _weighted(per_sample(("huber", delta)), outputs, targets, sample_weight, class_weight)
+
+
+def sigmoid_focal(outputs: jax.Array, targets: jax.Array, *, gamma: float = 2.0, alpha: float | None = None,
+                  sample_weight: jax.typing.ArrayLike | None = None,
+                  class_weight: jax.typing.ArrayLike | None = None) -> jax.Array:
+    """Binary focal loss on logits (Lin et al. 2017), from ``optax.losses.sigmoid_focal_loss``.
+
+    ``−α_t·(1 − p_t)^gamma·log p_t`` per output, averaged over the outputs: binary
+    cross-entropy with the well-classified samples down-weighted.
+
+    Args:
+      outputs: logits, shape ``(N, 1)`` (or ``(N, k)`` for k independent labels).
+      targets: 0/1 labels shaped like outputs (or ``(N,)`` for ``(N, 1)`` outputs).
+      gamma: focusing exponent >= 0; 0 gives binary cross-entropy.
+      alpha: weight in [0, 1] of class 1 (``1 − alpha`` for class 0), or None for none.
+      sample_weight: optional (batch,) weights.
+      class_weight: optional (2,) weights.
+
+    Returns:
+      A float32 scalar.
+
+    Example:
+      >>> loss = sigmoid_focal(jnp.zeros((4, 1)), jnp.asarray([0, 1, 1, 0]), gamma=0.0)
+      >>> round(float(loss), 4)  # log 2, as binary cross-entropy at logit 0
+      0.6931
+    """
+    return _weighted(per_sample(("sigmoid_focal", gamma, alpha)), outputs, targets, sample_weight, class_weight)
+
 
 LOSSES = {"mse": mse, "mae": mae, "cross_entropy": cross_entropy,
-          "binary_cross_entropy": binary_cross_entropy, "kl_divergence": kl_divergence}
+          "binary_cross_entropy": binary_cross_entropy, "kl_divergence": kl_divergence,
+          "huber": huber, "log_cosh": log_cosh, "sigmoid_focal": sigmoid_focal}
 
 
-def get_loss(loss: str | Callable) -> Callable:
-    """The reduced loss for a name (``outputs, targets, *, sample_weight, class_weight -> scalar``)."""
+@functools.cache
+def _reduced_with(name: str, values: tuple) -> Callable[..., jax.Array]:
+    return functools.partial(LOSSES[name], **{p: v for (p, _, _), v in zip(_PARAMETERISED[name][1], values)})
+
+
+def get_loss(loss: str | tuple | Callable) -> Callable:
+    """The reduced loss (``outputs, targets, *, sample_weight, class_weight -> scalar``).
+
+    For a name, a ``(name, *params)`` tuple (one cached object per value) or a callable.
+    """
+    if isinstance(loss, tuple):
+        name, values = _params(loss)
+        defaults = tuple(default for _, default, _ in _PARAMETERISED.get(name, (None, ()))[1])
+        return LOSSES[name] if values == defaults else _reduced_with(name, values)
     per_sample(loss)  # validates
     return LOSSES[loss] if isinstance(loss, str) else loss

@@ -117,6 +117,7 @@ def _output_shape(net: Sequential, params, state, x: np.ndarray) -> tuple:
 
 
 def _check_labels(loss, y: np.ndarray, out_shape: tuple, what: str):
+    loss = losses_lib.name_of(loss)
     if loss not in losses_lib.CLASSIFICATION:
         return
     width = out_shape[-1] if len(out_shape) > 1 else 1
@@ -237,9 +238,10 @@ def _batch_size(batch_size, n: int) -> int:
 
 
 def _default_metrics(loss) -> tuple[str, ...]:
-    if loss in losses_lib.CLASSIFICATION:
+    name = losses_lib.name_of(loss)
+    if name in losses_lib.CLASSIFICATION:
         return ("accuracy",)
-    if loss in ("mse", "mae"):
+    if name in losses_lib.REGRESSION:
         return ("mse", "mae")
     return ()
 

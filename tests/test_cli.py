@@ -210,3 +210,14 @@ def test_csv_regression_and_save(tmp_path, capsys):
     assert out.splitlines()[0].endswith(" s total, loss and errors in target units)")
     loaded = ckpt.load(out_path)
     assert loaded.net is not None and loaded.net.layers[0].in_features == 3
+
+
+def test_l1_metrics_and_csv_log(tmp_path, capsys):
+    log = tmp_path / "history.csv"
+    assert main(["train", *SMALL, "--verbose", "0", "--l1", "1e-5", "--metrics", "accuracy,f1,auc",
+                 "--csv-log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"test accuracy \S+  auc \S+  f1 \S+  loss", out), out
+    rows = log.read_text().splitlines()
+    assert rows[0].split(",")[:2] == ["epoch", "accuracy"] and "val_f1" in rows[0] and len(rows) == 3
+    assert _status(["train", "--metrics", "accuracy,f2"]) == 2

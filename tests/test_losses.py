@@ -1,10 +1,13 @@
-"""Losses against hand-written NumPy, with sample and class weights (Σ w·ℓ / Σ w)."""
+"""Losses against hand-written NumPy and optax's own functions, with sample and class weights (Σ w·ℓ / Σ w)."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jdense import losses
@@ -187,6 +190,150 @@ def test_unknown_loss_lists_valid_ones():
         losses.get_loss("hinge")
 
 
-def test_loss_must_be_name_or_callable():
-    with pytest.raises(TypeError, match="loss must be a name or a callable"):
-        losses.per_sample(3)
+def test_loss_must_be_name_tuple_or_callable():
+    for bad in (3, ["huber", 2.0], (), (2.0, "huber")):
+        with pytest.raises(TypeError, match=r"loss must be a name \('mse'.*a tuple \(name, \*params\)"):
+            losses.per_sample(bad)
+
+
+# --------------------------------------------------------------------------- huber, log_cosh, focal
+
+
+def _np_huber(d, delta):  # Keras's Huber arithmetic
+    a = np.abs(d)
+    return np.where(a <= delta, 0.5 * d**2, delta * (a - 0.5 * delta))
+
+
+def _np_log_cosh(d):  # log cosh d = |d| + log(1 + e^{-2|d|}) - log 2, stable for large |d|
+    a = np.abs(d)
+    return a + np.log1p(np.exp(-2 * a)) - np.log(2.0)
+
+
+def _np_focal(z, y, gamma, alpha):  # Lin et al. 2017, eq. 5, on logits z
+    p = 1 / (1 + np.exp(-z))
+    p_t = y * p + (1 - y) * (1 - p)
+    loss = (np.logaddexp(0.0, z) - y * z) * (1 - p_t) ** gamma
+    return loss if alpha is None else (y * alpha + (1 - y) * (1 - alpha)) * loss
+
+
+@pytest.mark.parametrize("delta", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("batch,features", [(1, 3), (5, 3), (5, 1)], ids=["batch1", "batch5", "one_output"])
+def test_huber_against_numpy_and_optax(delta, batch, features):
+    rng = _rng(11)
+    o = (2 * rng.normal(size=(batch, features))).astype(np.float32)
+    t = rng.normal(size=(batch, features)).astype(np.float32)
+    per = losses.per_sample(("huber", delta))(jnp.asarray(o), t)
+    np.testing.assert_allclose(np.asarray(per), _np_huber(o.astype(np.float64) - t, delta).mean(1), **LOSS_TOL)
+    np.testing.assert_allclose(np.asarray(per), np.asarray(optax.losses.huber_loss(o, t, delta=delta).mean(-1)),
+                               **LOSS_TOL)
+    _close(jax.jit(functools.partial(losses.huber, delta=delta))(o, t), _np_huber(o.astype(np.float64) - t, delta).mean())
+
+
+def test_huber_default_delta_is_optax_default():
+    o = jnp.asarray([[3.0, 0.5]])
+    t = jnp.zeros((1, 2))
+    expected = float(optax.losses.huber_loss(o, t).mean())  # optax's delta=1.0
+    _close(JIT["huber"](o, t), expected)
+    _close(losses.get_loss("huber")(o, t), (2.5 + 0.125) / 2)
+
+
+@pytest.mark.parametrize("batch,features", [(1, 3), (5, 3)], ids=["batch1", "batch5"])
+def test_log_cosh_against_numpy_and_optax(batch, features):
+    rng = _rng(12)
+    o = (5 * rng.normal(size=(batch, features))).astype(np.float32)
+    t = rng.normal(size=(batch, features)).astype(np.float32)
+    d = o.astype(np.float64) - t
+    per = losses.per_sample("log_cosh")(jnp.asarray(o), t)
+    np.testing.assert_allclose(np.asarray(per), np.log(np.cosh(d)).mean(1), **LOSS_TOL)
+    np.testing.assert_allclose(np.asarray(per), np.asarray(optax.losses.log_cosh(o, t).mean(-1)), **LOSS_TOL)
+    _close(JIT["log_cosh"](o, t), _np_log_cosh(d).mean())
+    _close(JIT["log_cosh"](jnp.asarray([[100.0]]), jnp.zeros(1)), 100.0 - np.log(2.0))  # no overflow
+
+
+@pytest.mark.parametrize("gamma,alpha", [(2.0, None), (0.5, 0.25), (0.0, None)])
+@pytest.mark.parametrize("shape", ["flat", "column"])
+def test_sigmoid_focal_against_numpy_and_optax(gamma, alpha, shape):
+    rng = _rng(13)
+    z = (3 * rng.normal(size=(5, 1))).astype(np.float32)
+    y = np.asarray([0, 1, 1, 0, 1], np.float32)
+    expected = _np_focal(z[:, 0].astype(np.float64), y, gamma, alpha)
+    per = losses.per_sample(("sigmoid_focal", gamma, alpha))(jnp.asarray(z), y if shape == "flat" else y[:, None])
+    np.testing.assert_allclose(np.asarray(per), expected, **LOSS_TOL)
+    reference = optax.losses.sigmoid_focal_loss(z, y[:, None], alpha=alpha, gamma=gamma)[:, 0]
+    np.testing.assert_allclose(np.asarray(per), np.asarray(reference), **LOSS_TOL)
+    focal = jax.jit(functools.partial(losses.sigmoid_focal, gamma=gamma, alpha=alpha))
+    _close(focal(z, y), expected.mean())
+    if gamma == 0.0:  # focal with gamma 0 and no alpha is binary cross-entropy
+        _close(focal(z, y), float(JIT["binary_cross_entropy"](z, y)))
+
+
+def test_new_losses_take_sample_and_class_weights():
+    rng = _rng(14)
+    o = rng.normal(size=(5, 2)).astype(np.float32)
+    t = rng.normal(size=(5, 2)).astype(np.float32)
+    w = np.asarray([1.0, 0.0, 2.0, 0.5, 3.0], np.float32)
+    _close(losses.huber(o, t, delta=0.5, sample_weight=w), _wmean(_np_huber(o.astype(np.float64) - t, 0.5).mean(1), w))
+    _close(JIT["log_cosh"](o, t, sample_weight=w), _wmean(_np_log_cosh(o.astype(np.float64) - t).mean(1), w))
+    z = rng.normal(size=(5, 1)).astype(np.float32)
+    y = np.asarray([0, 1, 1, 0, 1], np.float32)
+    cw = np.asarray([3.0, 1.0], np.float32)
+    _close(JIT["sigmoid_focal"](z, y, class_weight=cw), _wmean(_np_focal(z[:, 0].astype(np.float64), y, 2.0, None),
+                                                               cw[y.astype(int)]))
+
+
+def test_same_parameters_give_the_same_function():
+    """What keeps a compiled program cached: equal specs are one object, and a jit keyed on it traces once."""
+    assert losses.per_sample(("huber", 2.0)) is losses.per_sample(("huber", 2))
+    assert losses.per_sample("huber") is losses.per_sample(("huber", 1.0)) is losses.per_sample(("huber",))
+    assert losses.per_sample(("sigmoid_focal", 2.0)) is losses.per_sample("sigmoid_focal")
+    assert losses.per_sample(("sigmoid_focal", 1.0, 0.25)) is not losses.per_sample(("sigmoid_focal", 1.0, 0.5))
+    assert losses.per_sample(("log_cosh",)) is losses.per_sample("log_cosh")
+    assert losses.get_loss(("huber", 2.0)) is losses.get_loss(("huber", 2.0))
+    assert losses.get_loss(("huber",)) is losses.huber
+    total = jax.jit(lambda fn, o, t: fn(o, t).sum(), static_argnums=0)
+    o, t = jnp.ones((4, 2)), jnp.zeros((4, 2))
+    for _ in range(3):
+        total(losses.per_sample(("huber", 0.5)), o, t)
+    assert total._cache_size() == 1
+    _close(losses.get_loss(("huber", 0.5))(o, t), 0.5 * (1 - 0.25))
+
+
+def test_names_and_kinds():
+    assert losses.name_of(("huber", 2.0)) == "huber" and losses.name_of("mse") == "mse"
+    assert losses.name_of(lambda o, t: o) is None
+    assert {"huber", "log_cosh"} <= losses.REGRESSION and "sigmoid_focal" in losses.CLASSIFICATION
+    assert set(losses.LOSSES) == set(losses.PER_SAMPLE) == losses.REGRESSION | losses.CLASSIFICATION | {"kl_divergence"}
+
+
+@pytest.mark.parametrize("spec,message", [
+    (("huber", 0.0), r"huber: delta must be a finite number > 0, got 0.0"),
+    (("huber", float("inf")), r"huber: delta must be a finite number > 0"),
+    (("huber", True), r"huber: delta must be a finite number > 0, got True"),
+    (("huber", 1.0, 2.0), r"loss 'huber' takes delta; got 2 values"),
+    (("sigmoid_focal", -1.0), r"sigmoid_focal: gamma must be a finite number >= 0, got -1.0"),
+    (("sigmoid_focal", 2.0, 1.5), r"sigmoid_focal: alpha must be None or a weight in \[0, 1\]"),
+    (("log_cosh", 1.0), r"loss 'log_cosh' takes no parameters"),
+    (("hinge", 1.0), r"unknown loss 'hinge'"),
+])
+def test_bad_loss_parameters(spec, message):
+    with pytest.raises(ValueError, match=message):
+        losses.per_sample(spec)
+    with pytest.raises(ValueError, match=message):
+        losses.get_loss(spec)
+
+
+def test_fit_takes_a_parameterised_loss():
+    import jdense
+
+    rng = _rng(15)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x @ np.asarray([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=64)).astype(np.float32)
+    net = jdense.mlp([3, 8, 1])
+    params = net.init(jax.random.key(0))
+    result = jdense.fit(net, params, x, y, loss=("huber", 0.5), optimizer=optax.adam(1e-2), epochs=2,
+                        batch_size=64, key=jax.random.key(1), verbose=0)
+    outputs = net.apply(result.params, x)
+    expected = _np_huber(np.asarray(outputs, np.float64)[:, 0] - y, 0.5).mean()
+    got = jdense.evaluate(net, result.params, x, y, loss=("huber", 0.5))["loss"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert np.isfinite(result.history["loss"]).all()

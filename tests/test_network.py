@@ -230,22 +230,45 @@ def test_user_layer_object_composes():
 # --------------------------------------------------------------------------- summary
 
 
-def test_summary_shapes_and_counts():
+FLOPS_TOL = 0.10  # summary's count vs XLA's cost analysis (the issue's bound)
+
+
+def _rows(text):
+    """{layer name: (output shape, params, FLOPs)} from summary's table."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c for c in line.split("   ") if c.strip()]
+        if len(cells) == 4 and "_" in cells[0] and "(" in cells[0]:
+            rows[cells[0].split()[0]] = (cells[1].strip(), int(cells[2].replace(",", "")),
+                                         None if cells[3].strip() == "?" else int(cells[3].replace(",", "")))
+    return rows
+
+
+def _total(text, label):
+    line = next(line for line in text.splitlines() if line.startswith(label))
+    return int(line[len(label):].split()[0].replace(",", ""))
+
+
+def test_summary_shapes_counts_and_flops():
     lines = []
     text = summary(mlp([784, 128, 64, 10]), print_fn=lines.append)
     assert lines == [text]
-    counts = [784 * 128 + 128, 128 * 64 + 64, 64 * 10 + 10]  # by hand: w + b per layer
-    for i, (shape, count) in enumerate(zip(["(None, 128)", "(None, 64)", "(None, 10)"], counts)):
-        row = next(line for line in text.splitlines() if line.startswith(f"dense_{i} (Dense)"))
-        assert shape in row and row.endswith(f"{count:,}")
-    assert f"Total params: {sum(counts):,}" in text
-    assert "Total params: 109,386" in text
+    rows = _rows(text)
+    sizes = [(784, 128, True), (128, 64, True), (64, 10, False)]  # by hand: w + b; 2·in·out + bias (+ relu)
+    for i, (n_in, n_out, relu) in enumerate(sizes):
+        flops = 2 * n_in * n_out + n_out + (n_out if relu else 0)
+        assert rows[f"dense_{i}"] == (f"(None, {n_out})", n_in * n_out + n_out, flops)
+    assert f"Total params: {sum(r[1] for r in rows.values()):,}" in text
+    assert "Total params: 109,386" in text and "Trainable params: 109,386" in text and "Non-trainable params: 0" in text
+    assert _total(text, "Forward FLOPs per sample:") == sum(r[2] for r in rows.values()) == 218_762
+    # backward: two matmuls per Dense (δ @ wᵀ, xᵀ @ δ), one in the first (no gradient for the data)
+    assert _total(text, "Training step FLOPs per sample:") == 3 * 218_762 - 2 * 784 * 128
 
 
 def test_summary_of_conv_flatten_dense_and_batch_norm():
     net = Sequential([(_conv_init, _conv_apply), Flatten(), Dense(256, 8), BatchNorm(8), Dropout(0.5), Dense(8, 1)])
     text = summary(net, (8, 8, 1), print_fn=lambda s: None)
-    rows = {line.split()[0]: line for line in text.splitlines() if line.split() and "_" in line.split()[0]}
+    rows = _rows(text)
     expected = {
         "layer_0": ("(None, 8, 8, 4)", 3 * 3 * 1 * 4 + 4),
         "flatten_0": ("(None, 256)", 0),
@@ -255,10 +278,118 @@ def test_summary_of_conv_flatten_dense_and_batch_norm():
         "dense_1": ("(None, 1)", 8 + 1),
     }
     for name, (shape, count) in expected.items():
-        assert shape in rows[name] and rows[name].endswith(f"{count:,}"), rows[name]
+        assert rows[name][:2] == (shape, count), rows[name]
     assert f"Total params: {sum(c for _, c in expected.values()):,}" in text
+    assert "State (not params, not trained by gradients): 16" in text  # BatchNorm's mean and var
+    conv_flops = 8 * 8 * 4 * (2 * 3 * 3 * 1 + 1)  # per output: 9 multiply-adds and the bias
+    assert rows["layer_0"][2] == pytest.approx(conv_flops, rel=FLOPS_TOL)  # from XLA: a user layer
+    assert rows["flatten_0"][2] == rows["dropout_0"][2] == 0
     with pytest.raises(ValueError, match="input_shape"):
         summary(net, print_fn=lambda s: None)
+
+
+def _xla_flops(fn, *args):
+    cost = jax.jit(fn).lower(*args).cost_analysis()  # of the lowered program: no compilation needed
+    return (cost[0] if isinstance(cost, list | tuple) else cost)["flops"]
+
+
+@pytest.mark.parametrize("net,input_shape", [
+    (mlp([784, 128, 64, 10]), None),
+    (mlp([64, 256, 256, 10], "tanh", batch_norm=True, dropout=0.3), None),
+    (Sequential([Flatten(), Dense(784, 300, "gelu"), Dense(300, 100, "sigmoid"), Dense(100, 1, None)]), (28, 28)),
+], ids=["relu", "tanh_batch_norm_dropout", "flatten_gelu_sigmoid"])
+def test_summary_flops_match_xla_cost_analysis(net, input_shape):
+    """Forward and training-step FLOPs per sample against XLA's own count of the compiled programs."""
+    text = summary(net, input_shape, print_fn=lambda s: None)
+    batch = 32  # per-sample counts at a realistic batch (a batch of 1 makes XLA turn matmuls into other ops)
+    x = jax.ShapeDtypeStruct((batch, *(input_shape or (net.input_width,))), jnp.float32)
+    params, state = jax.eval_shape(net.init, jax.random.key(0)), net.init_state()  # shapes suffice
+    forward = lambda p, s, x: net.apply_with_state(p, s, x)[0]
+    assert _total(text, "Forward FLOPs per sample:") == pytest.approx(
+        _xla_flops(forward, params, state, x) / batch, rel=FLOPS_TOL)
+    y = jnp.ones((batch, net.output_width))
+    step = jax.grad(lambda p, s, x: jnp.mean((forward(p, s, x) - y) ** 2))  # the loss is a few FLOPs per sample
+    assert _total(text, "Training step FLOPs per sample:") == pytest.approx(
+        _xla_flops(step, params, state, x) / batch, rel=FLOPS_TOL)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frozen:
+    """A user layer that training must leave alone: ``trainable = False``."""
+
+    n: int
+    trainable = False
+
+    def init(self, key):
+        return {"w": jnp.ones((self.n, self.n)), "b": jnp.zeros((self.n,))}
+
+    def apply(self, params, x):
+        return x @ params["w"] + params["b"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrozenWeights(_Frozen):
+    """Trainable except for ``w``, through the ``trainable_mask`` protocol."""
+
+    trainable = True
+
+    def trainable_mask(self, params):
+        return {"w": False, "b": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrozenDense(Dense):
+    """A Dense layer under the freezing protocol (``trainable = False``), with or without Dense's own field."""
+
+    trainable: bool = False
+
+
+def test_summary_training_flops_skip_frozen_layers():
+    """A frozen first layer needs neither gradient: XLA's step, differentiated for the trainable params only."""
+    net = Sequential([_FrozenDense(784, 128), Dense(128, 64), Dense(64, 10, activation=None)])
+    text = summary(net, print_fn=lambda s: None)
+    assert "Non-trainable params: 100,480" in text
+    batch = 32
+    params = jax.eval_shape(net.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((batch, 784), jnp.float32)
+
+    def loss(trainable, frozen, x):
+        return jnp.mean(net.apply({**frozen, **trainable}, x) ** 2)
+
+    trainable = {k: v for k, v in params.items() if k != "dense_0"}
+    xla = _xla_flops(jax.grad(loss), trainable, {"dense_0": params["dense_0"]}, x) / batch
+    assert _total(text, "Training step FLOPs per sample:") == pytest.approx(xla, rel=FLOPS_TOL)
+    assert _total(text, "Training step FLOPs per sample:") < 2 * _total(text, "Forward FLOPs per sample:")
+
+
+def test_summary_counts_trainable_and_non_trainable_params():
+    net = Sequential([Dense(4, 8), _Frozen(8), _FrozenWeights(8), BatchNorm(8), Dense(8, 2)])
+    text = summary(net, print_fn=lambda s: None)
+    total = (4 * 8 + 8) + (8 * 8 + 8) + (8 * 8 + 8) + 2 * 8 + (8 * 2 + 2)
+    frozen = (8 * 8 + 8) + 8 * 8  # all of _Frozen, w of _FrozenWeights
+    assert f"Total params: {total:,}" in text
+    assert f"Trainable params: {total - frozen:,}" in text and f"Non-trainable params: {frozen:,}" in text
+    assert _rows(text)["layer_0"][2] == pytest.approx(2 * 8 * 8 + 8, rel=FLOPS_TOL)  # user layers: XLA's count
+
+
+def test_summary_trainable_mask_may_be_a_prefix_and_must_hold_bools():
+    @dataclasses.dataclass(frozen=True)
+    class AllFrozen(_Frozen):
+        trainable = True
+
+        def trainable_mask(self, params):
+            return False  # a prefix of the params: the whole layer
+
+    @dataclasses.dataclass(frozen=True)
+    class BadMask(_Frozen):
+        trainable = True
+
+        def trainable_mask(self, params):
+            return {"w": "no", "b": True}
+
+    assert "Non-trainable params: 72" in summary(Sequential([AllFrozen(8)]), (8,), print_fn=lambda s: None)
+    with pytest.raises(TypeError, match=r"layer_0.trainable_mask\(params\) must return a pytree of bools"):
+        summary(Sequential([BadMask(8)]), (8,), print_fn=lambda s: None)
 
 
 # --------------------------------------------------------------------------- config
