@@ -1,10 +1,10 @@
 """The dense layer as two pure functions: ``init`` makes its params, ``apply`` runs it.
 
-The seed writes a dense layer as ``y = σ(W x + b)`` for one column vector ``x``.
+Textbooks write a dense layer as ``y = σ(W x + b)`` for one column vector ``x``.
 jdense works on row-major batches ``x`` of shape ``(..., in_features)`` and stores
-``w`` with shape ``(in_features, out_features)``, the transpose of the seed's ``W``
+``w`` with shape ``(in_features, out_features)``, the transpose of that ``W``
 (the layout of Keras, Flax and stax), so that ``y = σ(x @ w + b)``. Backpropagation is
-``jax.grad`` of a loss written with ``apply``: it yields the seed's
+``jax.grad`` of a loss written with ``apply``: it yields the textbook backpropagation formulas
 ``dL/dw = xᵀ (dL/dy ⊙ σ'(z))`` and ``dL/db = Σ_batch dL/dy ⊙ σ'(z)`` with ``z = x @ w + b``.
 """
 

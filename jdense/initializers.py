@@ -1,6 +1,6 @@
 """Weight initializers by name, all taken from :mod:`jax.nn.initializers`.
 
-The seed's default, ``"auto"``, picks from the activation: He normal (variance
+The default, ``"auto"``, picks from the activation: He normal (variance
 ``2 / fan_in``) for the ReLU family, Glorot uniform (variance
 ``2 / (fan_in + fan_out)``) for linear, tanh, sigmoid, softmax and any custom
 callable. Any callable ``init(key, shape, dtype) -> array`` works too.

@@ -38,7 +38,7 @@ class Layer(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Dense:
-    """A fully connected layer with the seed's parameters: ``activation(x @ w + b)``.
+    """A fully connected layer: ``activation(x @ w + b)``, its weights, bias, initializer and regularization.
 
     Args:
       in_features: number of input features.
