@@ -149,10 +149,11 @@ class ProgressBar(Callback):
     """A ``tqdm.auto`` bar over epochs (a widget in Jupyter) and one line per epoch with the metrics.
 
     ``verbose=1``: bar and lines; ``verbose=2``: lines only; ``verbose=0``: silent.
+    ``note`` (e.g. how fit streams its data) leads the bar's postfix, or is printed once.
     """
 
-    def __init__(self, epochs: int, verbose: int = 1, initial_epoch: int = 0):
-        self.epochs, self.verbose, self.initial_epoch = epochs, verbose, initial_epoch
+    def __init__(self, epochs: int, verbose: int = 1, initial_epoch: int = 0, note: str | None = None):
+        self.epochs, self.verbose, self.initial_epoch, self.note = epochs, verbose, initial_epoch, note
         self.bar = None
 
     def on_train_begin(self):
@@ -161,11 +162,16 @@ class ProgressBar(Callback):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.epochs, initial=self.initial_epoch, unit="epoch", dynamic_ncols=True)
+            if self.note:
+                self.bar.set_postfix_str(self.note)
+        elif self.verbose and self.note:
+            print(self.note, flush=True)
 
     def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
         line = f"epoch {epoch + 1}/{self.epochs}  {format_logs(logs)}  ({time.perf_counter() - self.start:.1f} s)"
         if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self.bar.set_postfix({**({"data": self.note} if self.note else {}), **{k: f"{v:.4f}" for k, v in logs.items()}},
+                                 refresh=False)
             self.bar.update(1)
             self.bar.write(line)
         elif self.verbose:
