@@ -360,7 +360,8 @@ def fit(
         process; ``"per_process"``: with a multi-process ``mesh``, each process passes only
         its own rows (or batches) and every step takes ``batch_size / processes`` of them
         from each process, joined in process order (streamed; process ``p`` of several
-        shuffles its rows with the seed ``(key, epoch, p)``).
+        shuffles its rows with the seed ``(key, epoch, p)``). ``validation_data`` stays
+        the same on every process.
 
     Returns:
       A :class:`FitResult` with ``params``, ``opt_state``, ``state``, ``history``, ``epochs``.

@@ -157,16 +157,16 @@ def _take(a, idx: np.ndarray, out: np.ndarray) -> None:
 
 
 class Rows:
-    """Chunks of an epoch from row-indexable ``x, y``: the permutation ``np.random.default_rng([*seed, epoch])``.
+    """Chunks of an epoch from row-indexable ``x, y``: the permutation ``np.random.default_rng([*seed, epoch, *salt])``.
 
     Each step's rows are those of ``fit``'s in-memory epoch: the last partial batch is
-    padded with row 0 at weight 0. ``salt`` extends the seed (a process's index).
+    padded with row 0 at weight 0. ``salt`` (a process's index) draws another permutation.
     """
 
     def __init__(self, x, y, batch: int, seed: list[int], salt: tuple[int, ...] = ()):
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"fit: x has {x.shape[0]} samples but y has {y.shape[0]} (their first axes must be equal).")
-        self.x, self.y, self.batch, self.seed = x, y, batch, [*seed, *salt]
+        self.x, self.y, self.batch, self.seed, self.salt = x, y, batch, list(seed), list(salt)
         self.n = x.shape[0]
         self.sample_x = np.asarray(x[:1])
         self.steps = -(-self.n // batch)
@@ -176,7 +176,8 @@ class Rows:
     def chunks(self, epochs: range, k: int) -> Iterator[Chunk]:
         ring, b = _Ring(k, self.batch, self.x_like, self.y_like), self.batch
         for epoch in epochs:
-            order = np.random.default_rng([*self.seed, epoch]).permutation(self.n) if b < self.n else np.arange(self.n)
+            rng = np.random.default_rng([*self.seed, epoch, *self.salt])
+            order = rng.permutation(self.n) if b < self.n else np.arange(self.n)
             for first in range(0, self.steps, k):
                 count = min(k, self.steps - first)
                 xs, ys, mask = ring.next()
