@@ -216,6 +216,7 @@ class ProgressBar(Callback):
         metrics; 2: one line per epoch with its metrics and the time elapsed since
         training began, and no bar (for logs); 0: silent.
       initial_epoch: the epoch a resumed run starts from.
+      note: e.g. how fit streams its data; it leads the bar's postfix, or is printed once.
 
     Example:
       >>> bar = ProgressBar(epochs=40, verbose=2)
@@ -223,10 +224,10 @@ class ProgressBar(Callback):
       >>> # epoch 1/40  accuracy 0.5501  loss 1.5868  elapsed 1.2 s
     """
 
-    def __init__(self, epochs: int, verbose: int = 1, initial_epoch: int = 0):
+    def __init__(self, epochs: int, verbose: int = 1, initial_epoch: int = 0, note: str | None = None):
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got {verbose!r}.")
-        self.epochs, self.verbose, self.initial_epoch = epochs, int(verbose), initial_epoch
+        self.epochs, self.verbose, self.initial_epoch, self.note = epochs, int(verbose), initial_epoch, note
         self.bar = None
 
     def on_train_begin(self):
@@ -235,10 +236,15 @@ class ProgressBar(Callback):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.epochs, initial=self.initial_epoch, unit="epoch", dynamic_ncols=True)
+            if self.note:
+                self.bar.set_postfix_str(self.note)
+        elif self.verbose and self.note:
+            print(self.note, flush=True)
 
     def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
         if self.bar is not None:
-            self.bar.set_postfix({k: _number(v) for k, v in logs.items()}, refresh=False)
+            self.bar.set_postfix({**({"data": self.note} if self.note else {}), **{k: _number(v) for k, v in logs.items()}},
+                                 refresh=False)
             self.bar.update(1)
         elif self.verbose == 2:
             elapsed = time.perf_counter() - self.start

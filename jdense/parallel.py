@@ -150,6 +150,35 @@ def device_data(arrays: tuple, mesh: Mesh | None, what: str = "fit") -> tuple:
     return place(tuple(arrays), mesh)
 
 
+def put_steps(tree: Any, mesh: Mesh | None, local: bool = False) -> Any:
+    """Chunks of steps ``(k, batch, ...)`` to the device(s), each step's batch split by rows over ``"data"``.
+
+    With ``local=True`` each process passes only its own rows of every batch,
+    ``(k, batch / processes, ...)``; the global batch is the processes' rows in the
+    mesh's device order (process order for :func:`data_mesh`). Otherwise every process
+    passes the same whole chunk.
+    """
+    if mesh is None:
+        return jax.device_put(tree)
+    steps = NamedSharding(_check_mesh(mesh), P(None, DATA))
+    if local:
+        n = jax.process_count()
+        return jax.tree.map(
+            lambda a: jax.make_array_from_process_local_data(steps, a, (a.shape[0], a.shape[1] * n, *a.shape[2:])), tree)
+    if steps.is_fully_addressable:
+        return jax.device_put(tree, steps)
+    return jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, steps, lambda index: a[index]), tree)
+
+
+def process_values(value: int) -> list[int]:
+    """Every process's ``value`` (an int), in process order; ``[value]`` with one process. Every process must call it."""
+    if jax.process_count() == 1:
+        return [int(value)]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray([value], np.int64))).ravel().tolist()
+
+
 def check_same_data(*arrays: Any, what: str = "fit") -> None:
     """In a multi-process run, check that every process passed the same arrays (a CRC32 per array).
 

@@ -133,6 +133,21 @@ def _stack(sums):
     return jnp.concatenate([jnp.ravel(sums[k]) for k in sorted(sums)])
 
 
+def _unstack(vector, entries) -> dict[str, jax.Array]:
+    """The inverse of :func:`_stack` for the ``(name, shape)`` entries of :func:`layout`."""
+    out, at = {}, 0
+    for name, shape in entries:
+        size = math.prod(shape)
+        out[name] = vector[at:at + size].reshape(shape)
+        at += size
+    return out
+
+
+def layout_size(entries) -> int:
+    """The length of a sums vector of these :func:`layout` entries."""
+    return sum(math.prod(shape) for _, shape in entries)
+
+
 def _width(net, params, state, x) -> int:
     """The network's output width, from shapes alone (inside a trace)."""
     out = jax.eval_shape(lambda p, s, xb: net.apply_with_state(p, s, xb)[0], params, state, x[:1])
@@ -196,27 +211,21 @@ def _unscale(grads, state):
 
 
 # -- programs -----------------------------------------------------------------------------
-def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch_number, class_weight, fresh,
-           validation):
-    """One epoch: ``-> (params, opt_state, state, sums, val_sums)`` (sums as :func:`_stack` vectors).
-
-    ``fresh`` (a traced bool) replaces ``opt_state`` (then a template of the right shapes)
-    by the optimizer's initial state. The rows are gathered by chunks of steps (about
-    ``_CHUNK_BYTES``) rather than step by step: on a multi-core CPU, XLA splits a gather
-    from an array larger than ~0.5 MB over its threads, and that hand-off, once per step,
-    costs as much as a small network's whole step. Results are bitwise those of a
-    per-step gather.
-    """
-    net, use_key = spec.net, spec.net.needs_key
-    scaled = spec.compute_dtype == jnp.float16
-
+def _fresh(spec: Training, params, opt_state, fresh):
+    """``opt_state``, or when ``fresh`` (traced) the optimizer's initial state made from it as a template."""
     def initial(template):
         new = spec.init(params)
         if spec.hyperparams:  # this optimizer's values, not the structure's placeholders
             new = new._replace(hyperparams={**new.hyperparams, **{k: template.hyperparams[k] for k in spec.hyperparams}})
         return new
 
-    opt_state = jax.lax.cond(fresh, initial, lambda s: s, opt_state)
+    return jax.lax.cond(fresh, initial, lambda s: s, opt_state)
+
+
+def _train_step(spec: Training, class_weight):
+    """The training step, ``(params, opt_state, state, sums), (xb, yb, mask, key) -> the same carry``."""
+    net, use_key = spec.net, spec.net.needs_key
+    scaled = spec.compute_dtype == jnp.float16
 
     def step(carry, batch):
         params, opt_state, state, sums = carry
@@ -255,10 +264,32 @@ def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch
             batch_sums["skipped"] = jnp.where(ok, 0.0, 1.0)
         return new_params, new_opt_state, new_state, jax.tree.map(jnp.add, sums, batch_sums)
 
+    return step
+
+
+def _step_keys(use_key: bool, key, epoch_number, steps: int):
+    """One key per step of the epoch, only for a network that draws random numbers (Dropout)."""
+    if not use_key:
+        return jnp.zeros((steps,), jnp.uint32)
+    return jax.random.split(jax.random.fold_in(key, epoch_number), steps)
+
+
+def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch_number, class_weight, fresh,
+           validation):
+    """One epoch: ``-> (params, opt_state, state, sums, val_sums)`` (sums as :func:`_stack` vectors).
+
+    ``fresh`` (a traced bool) replaces ``opt_state`` (then a template of the right shapes)
+    by the optimizer's initial state. The rows are gathered by chunks of steps (about
+    ``_CHUNK_BYTES``) rather than step by step: on a multi-core CPU, XLA splits a gather
+    from an array larger than ~0.5 MB over its threads, and that hand-off, once per step,
+    costs as much as a small network's whole step. Results are bitwise those of a
+    per-step gather.
+    """
+    opt_state = _fresh(spec, params, opt_state, fresh)
+    step = _train_step(spec, class_weight)
     steps, batch = idx.shape
-    # Per-step keys only for a network that draws random numbers (Dropout).
-    keys = jax.random.split(jax.random.fold_in(key, epoch_number), steps) if use_key else jnp.zeros((steps,), jnp.uint32)
-    zeros = _zero_sums(layout(spec.metrics, _width(net, params, state, x), spec.skip_nonfinite))
+    keys = _step_keys(spec.net.needs_key, key, epoch_number, steps)
+    zeros = _zero_sums(layout(spec.metrics, _width(spec.net, params, state, x), spec.skip_nonfinite))
     carry = (params, opt_state, state, zeros)
     k = 1 if spec.mesh is not None else chunk_steps(steps, batch, x, y)
     if k == 1:
@@ -290,10 +321,39 @@ def _epoch(spec: Training, params, opt_state, state, x, y, idx, mask, key, epoch
     return params, opt_state, state, _stack(sums), val_sums
 
 
+def _streamed(spec: Training, params, opt_state, state, sums, xs, ys, mask, keys, first, count, class_weight, fresh):
+    """Steps whose data arrive as a chunk: ``xs`` ``(k, batch, ...)``, ``ys``, ``mask`` ``(k, batch)``.
+
+    Runs the first ``count`` steps of the chunk with :func:`_epoch`'s step and returns
+    ``(params, opt_state, state, sums)``; ``sums`` (a :func:`_stack` vector) carries the
+    epoch's sums from chunk to chunk and ``keys[first + j]`` is step ``j``'s key (of
+    :func:`epoch_keys`), so chunk after chunk adds up bitwise to one :func:`_epoch`.
+    """
+    opt_state = _fresh(spec, params, opt_state, fresh)
+    step = _train_step(spec, class_weight)
+    carry = (params, opt_state, state, _unstack(sums, layout(spec.metrics, _width(spec.net, params, state, xs[0]),
+                                                              spec.skip_nonfinite)))
+    run = lambda j, carry: step(carry, (xs[j], ys[j], mask[j], keys[first + j]))  # noqa: E731
+    params, opt_state, state, sums = jax.lax.fori_loop(0, count, run, carry)
+    return params, opt_state, state, _stack(sums)
+
+
 @_cached
 def training(spec: Training):
     """The jitted epoch of :func:`_epoch` for ``spec``; params, optimizer and network state are donated."""
     return jax.jit(functools.partial(_epoch, spec), donate_argnums=(0, 1, 2))
+
+
+@_cached
+def streaming(spec: Training):
+    """The jitted chunk of steps of :func:`_streamed`; params, optimizer and network state are donated."""
+    return jax.jit(functools.partial(_streamed, spec), donate_argnums=(0, 1, 2))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def epoch_keys(use_key: bool, key, epoch_number, steps: int):
+    """The per-step keys of an epoch for :func:`_streamed`, as :func:`_epoch` draws them (zeros without Dropout)."""
+    return _step_keys(use_key, key, epoch_number, steps)
 
 
 @_cached
@@ -371,6 +431,6 @@ def clear_cache() -> None:
     """
     from jdense import network, optim
 
-    for fn in (training, evaluation, prediction, network._init_program, optim._program):
+    for fn in (training, streaming, evaluation, prediction, network._init_program, optim._program):
         fn.cache_clear()
     _SHAPES.clear()

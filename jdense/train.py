@@ -29,6 +29,7 @@ from jdense import _checks, optim, parallel, programs
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
 from jdense.callbacks import Callback, ProgressBar
+from jdense.data import stream as stream_lib
 from jdense.network import Sequential
 
 Params = Any
@@ -305,6 +306,88 @@ def _training_spec(net, loss, metrics, optimizer, *, hyperparams=(), compute_dty
                              skip_nonfinite=skip_nonfinite, validation=validation)
 
 
+# -- streaming (jdense.data.stream): the host side of the epoch ---------------------------
+def _stream_source(x, y, *, stream, data, batch_size, steps_per_epoch, seed, device_memory, mesh):
+    """``(source, steps per chunk)`` that stream fit's data, or None for the in-memory path (see fit's ``stream``).
+
+    In a multi-process run the processes agree on the choice and the chunk (the smallest
+    memory budget counts).
+    """
+    _checks.choice("data", data, ("global", "per_process"))
+    if stream is not None:
+        _checks.boolean("stream", stream)
+    per_process = data == "per_process"
+    if per_process and mesh is None:
+        raise ValueError("fit: data='per_process' joins the processes' rows through a mesh; pass mesh=jdense.parallel.data_mesh().")
+    limit = stream_lib.budget(device_memory)
+    if mesh is not None and jax.process_count() > 1:
+        limit = min(parallel.process_values(limit))
+    batches = stream_lib.is_batches(x, y)
+    if stream is False and (batches or per_process):
+        raise ValueError(f"fit: {'an iterable of batches' if batches else 'data=per_process'} is always streamed; "
+                         "pass stream=None (or True).")
+    if not (batches or per_process or stream) and (
+            stream is False or not all(hasattr(a, "shape") for a in (x, y)) or stream_lib.nbytes(x, y) <= limit):
+        if steps_per_epoch is not None:
+            raise ValueError("fit: steps_per_epoch is for an iterable of batches (x with y=None); an array's epoch is "
+                             "every row once, ceil(samples / batch_size) steps.")
+        return None
+    processes = jax.process_count() if per_process else 1
+    if batch_size is not None and _checks.positive_int("batch_size", batch_size) % processes:
+        raise ValueError(f"fit: batch_size={batch_size} must split evenly over the {processes} processes (data='per_process').")
+    local = None if batch_size is None else batch_size // processes
+    if batches:
+        source = stream_lib.Batches(x, local, steps_per_epoch)
+    elif steps_per_epoch is not None:
+        raise ValueError("fit: steps_per_epoch is for an iterable of batches (x with y=None); an array's epoch is "
+                         "every row once, ceil(samples / batch_size) steps.")
+    else:
+        x, y = stream_lib.rows(x, "x"), stream_lib.rows(y, "y")
+        source = stream_lib.Rows(x, y, _batch_size(local, x.shape[0]), seed, (jax.process_index(),) if processes > 1 else ())
+    if mesh is not None and not per_process:  # a cheap look: the first rows and the shapes
+        parallel.check_same_data(source.sample_x, np.asarray(source.x_like[0]), what="fit")
+    if processes > 1:
+        for name, value in (("steps per epoch", source.steps), ("rows per step", source.batch)):
+            values = parallel.process_values(value)
+            if len(set(values)) > 1:
+                raise ValueError(f"fit(data='per_process'): the processes have {values} {name}; every process must "
+                                 "run the same steps of the same batch size (equal shards, or the same steps_per_epoch).")
+    k = stream_lib.chunk_steps(source.steps, source.step_bytes, limit)
+    return source, min(parallel.process_values(k)) if mesh is not None else k
+
+
+def _stream_epochs(source, k, spec, step_spec, *, epochs, mesh, per_process, key, class_weight, val, check, width):
+    """fit's epoch over streamed data: ``(params, opt_state, state, epoch, fresh) -> (..., sums, val_sums)``, and a note.
+
+    Chunk after chunk of ``k`` steps goes through :func:`programs.streaming` while the
+    feeder puts the next one on the device; the sums are read once per epoch, as in memory.
+    """
+    feeder = stream_lib.Feeder(source.chunks(epochs, k), lambda t: parallel.put_steps(t, mesh, per_process), check)
+    run_chunk = programs.streaming(dataclasses.replace(spec, validation=False))  # validation runs apart
+    evaluation = None if val is None else programs.evaluation((step_spec, False))
+    zeros = parallel.place(np.zeros(programs.layout_size(programs.layout(spec.metrics, width, spec.skip_nonfinite)),
+                                    np.float32), mesh)
+
+    def run_epoch(params, opt_state, state, epoch, fresh):
+        keys = programs.epoch_keys(spec.net.needs_key, key, np.uint32(epoch), source.steps)
+        sums, running = zeros, False
+        for _ in range(-(-source.steps // k)):
+            c = feeder.get()
+            params, opt_state, state, new = run_chunk(params, opt_state, state, sums, c.xs, c.ys, c.mask, keys,
+                                                      np.int32(c.first), np.int32(c.count), class_weight, np.bool_(fresh))
+            del c  # the dispatched steps hold their buffers until they have run
+            if running:  # the previous chunk has run (its sums are this one's input): its buffers may be reused
+                sums.block_until_ready()
+                feeder.done()
+            sums, running, fresh = new, True, False
+        sums.block_until_ready()
+        feeder.done()
+        return params, opt_state, state, sums, None if val is None else evaluation(params, state, *val, class_weight)
+
+    size = k * source.step_bytes
+    return run_epoch, f"stream {k} steps/chunk ({f'{size / 1e6:.1f} MB' if size >= 1e6 else f'{size / 1e3:.0f} kB'})"
+
+
 # -- public API -------------------------------------------------------------------------
 def fit(
     net: Sequential,
@@ -330,6 +413,10 @@ def fit(
     mesh: Any = None,
     sample_weight: jax.typing.ArrayLike | None = None,
     validation_split: float | None = None,
+    stream: bool | None = None,
+    steps_per_epoch: int | None = None,
+    device_memory: int | None = None,
+    data: str = "global",
 ) -> FitResult:
     """Train ``net`` from ``params`` on ``(x, y)``: one compiled ``lax.scan`` per epoch.
 
@@ -374,7 +461,27 @@ def fit(
         ``jdense.parallel.data_mesh()`` (all devices). Each batch is split by rows over its
         ``"data"`` axis (``batch_size`` must be a multiple of its size); params and
         optimizer state are replicated (see :mod:`jdense.parallel`). ``None`` (default):
-        one device. Every process of a multi-process run calls ``fit`` with the same data.
+        one device. Every process of a multi-process run calls ``fit`` with the same data
+        (or, with ``data="per_process"``, its own).
+      stream: ``None`` (default): keep the data on the device when they take at most
+        ``device_memory``, stream them otherwise; ``True``: stream; ``False``: on the
+        device. Streamed, the host gathers the next chunk of steps (from a memory map, an
+        ``h5py``/``zarr`` array, or any row-indexable array) in a background thread while
+        the device runs the current one; the params are bitwise those of the in-memory fit.
+        ``x`` may also be an iterable of ``(x_batch, y_batch)`` pairs with ``y=None`` (a
+        generator, a grain or PyTorch data loader): always streamed, in its own order (a
+        re-iterable starts over each epoch, an iterator goes on), a shorter batch padded
+        at weight 0.
+      steps_per_epoch: batches per epoch of an iterable of batches (default: its ``len``).
+      device_memory: bytes of device memory the data may take (default: half the free
+        memory of the device, or of the host's RAM where the device reports none); a
+        streamed chunk takes at most a quarter of it (and 32 MiB).
+      data: ``"global"`` (default): ``x, y`` are the whole data set, the same on every
+        process; ``"per_process"``: with a multi-process ``mesh``, each process passes only
+        its own rows (or batches) and every step takes ``batch_size / processes`` of them
+        from each process, joined in process order (streamed; process ``p`` of several
+        shuffles its rows with the seed ``(key, epoch, p)``). ``validation_data`` stays
+        the same on every process.
       sample_weight: optional ``(n,)`` weights: the loss and metrics are the weighted means
         ``Σ wᵢ·ℓᵢ / Σ wᵢ`` per batch, multiplied with ``class_weight`` when both are given
         (BatchNorm's batch statistics are weighted alike).
@@ -414,21 +521,30 @@ def fit(
     per_sample = losses_lib.per_sample(loss)
     metric_objs = _metrics(loss, metrics)
     seed = _key_data(key)
-    x, y = _as_data(x, y, "fit", finite=not skip_nonfinite)  # skip_nonfinite: bad rows become skipped steps
-    sw = _sample_weights(x, sample_weight, "fit")
-    if validation_split is not None:
-        if validation_data is not None:
-            raise ValueError("pass validation_data= or validation_split=, not both.")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, float | int | np.floating) \
-                or not 0 < validation_split < 1:
-            raise ValueError(f"validation_split must be a fraction in (0, 1) such as 0.1, got {validation_split!r}.")
-        cut = int(x.shape[0] * (1 - validation_split))
-        if not 0 < cut < x.shape[0]:
-            raise ValueError(f"validation_split={validation_split} leaves no rows on one side of {x.shape[0]} samples.")
-        validation_data = (x[cut:], y[cut:], sw[cut:])
-        x, y, sw = x[:cut], y[:cut], sw[:cut]
-    n = x.shape[0]
-    batch = _batch_size(batch_size, n)
+    source = _stream_source(x, y, stream=stream, data=data, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                            seed=seed, device_memory=device_memory, mesh=mesh)
+    if source is None:
+        x, y = _as_data(x, y, "fit", finite=not skip_nonfinite)  # skip_nonfinite: bad rows become skipped steps
+        sw = _sample_weights(x, sample_weight, "fit")
+        if validation_split is not None:
+            if validation_data is not None:
+                raise ValueError("pass validation_data= or validation_split=, not both.")
+            if isinstance(validation_split, bool) or not isinstance(validation_split, float | int | np.floating) \
+                    or not 0 < validation_split < 1:
+                raise ValueError(f"validation_split must be a fraction in (0, 1) such as 0.1, got {validation_split!r}.")
+            cut = int(x.shape[0] * (1 - validation_split))
+            if not 0 < cut < x.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves no rows on one side of {x.shape[0]} samples.")
+            validation_data = (x[cut:], y[cut:], sw[cut:])
+            x, y, sw = x[:cut], y[:cut], sw[:cut]
+        n = x.shape[0]
+        batch = _batch_size(batch_size, n)
+    else:
+        if sample_weight is not None or validation_split is not None:
+            raise ValueError("fit: sample_weight= and validation_split= need in-memory data; with streamed data pass "
+                             "validation_data= (and weights as a third element of it), or stream=False.")
+        source, chunk = source
+        x, batch = source.sample_x, source.batch * (jax.process_count() if data == "per_process" else 1)
     parallel.check_batch(mesh, batch, "fit")
     net.check_params(params, "fit")
     state = net.init_state() if state is None else state
@@ -436,7 +552,8 @@ def fit(
     if compute_dtype == jnp.float16 and programs.LOSS_SCALE not in state:  # dynamic loss scaling, kept in the state
         state = {**state, programs.LOSS_SCALE: programs.initial_loss_scale()}
     out_shape = _output_shape(net, params, state, x)
-    _check_labels(loss, y, out_shape, "fit")
+    if source is None:
+        _check_labels(loss, y, out_shape, "fit")
     cw = _class_weights(class_weight, out_shape)
     if validation_data is not None:
         if not (isinstance(validation_data, tuple | list) and len(validation_data) in (2, 3)):
@@ -454,8 +571,6 @@ def fit(
     adjusters = [cb for cb in callbacks if callable(getattr(cb, "adjust_hyperparams", None))]
     if adjusters and not isinstance(optimizer.init, optim.OptimizerInit) and not hasattr(opt_state, "hyperparams"):
         raise TypeError("a callback with adjust_hyperparams needs a jdense.optimizer(...): its values live in its state.")
-    if verbose:
-        callbacks.append(ProgressBar(epochs, verbose, initial_epoch))
 
     params = _copy(params)  # donation below consumes these buffers: never the caller's
     fresh = opt_state is None
@@ -464,13 +579,12 @@ def fit(
     else:
         _check_opt_state(optimizer, params, opt_state)
         opt_state, hyper = _copy(opt_state), ()
-    run_epoch = programs.training(_training_spec(
+    spec = _training_spec(
         net, per_sample, metric_objs, optimizer, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
-        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None))
+        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None)
     state = _copy(state)
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
-    x_dev, y_dev = parallel.device_data((x, y), mesh, "fit")
     val = None
     if validation_data is not None:
         xv_dev, yv_dev = parallel.device_data((xv, yv), mesh, "fit(validation_data)")
@@ -480,16 +594,33 @@ def fit(
     weighted = sample_weight is not None or validation_split is not None
 
     key_dev = parallel.place(key, mesh)
+    note = None
+    if source is None:
+        program = programs.training(spec)
+        x_dev, y_dev = parallel.device_data((x, y), mesh, "fit")
+
+        def run_epoch(params, opt_state, state, epoch, fresh):
+            order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
+            idx, mask = _padded_indices(order, batch)
+            idx, mask = parallel.place((idx, mask * sw[idx] if weighted else mask), mesh)
+            return program(params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev,
+                           np.bool_(fresh), val)
+    else:
+        check = lambda c: _check_labels(  # noqa: E731
+            loss, c.ys[:c.count].reshape(-1, *c.ys.shape[2:]), out_shape,
+            f"fit (steps {c.first}..{c.first + c.count - 1} of epoch {c.epoch + 1})")
+        run_epoch, note = _stream_epochs(
+            source, chunk, spec, _step_spec(net, per_sample, metric_objs, compute_dtype, cw, mesh),
+            epochs=range(initial_epoch, epochs), mesh=mesh, per_process=data == "per_process", key=key_dev,
+            class_weight=cw_dev, val=val, check=check, width=width)
+    if verbose:
+        callbacks.append(ProgressBar(epochs, verbose, initial_epoch, note=note))
     history: dict[str, list[float]] = {}
     for cb in callbacks:
         getattr(cb, "on_train_begin", lambda: None)()
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
-        order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
-        idx, mask = _padded_indices(order, batch)
-        idx, mask = parallel.place((idx, mask * sw[idx] if weighted else mask), mesh)
-        params, opt_state, state, sums, val_sums = run_epoch(
-            params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev, np.bool_(fresh), val)
+        params, opt_state, state, sums, val_sums = run_epoch(params, opt_state, state, epoch, fresh)
         fresh = False
         logs = _logs(sums, metric_objs, width, skip_nonfinite)
         if val is not None:

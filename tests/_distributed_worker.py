@@ -26,6 +26,28 @@ def problem():
     return net, net.init(jax.random.key(0)), x, y, kwargs
 
 
+SHARD_ROWS = 960  # 480 rows a process: 15 local batches of 32, none partial
+
+
+def shard(x, y, rank: int, nproc: int):
+    """Process ``rank``'s own rows for ``fit(..., data="per_process")``."""
+    return x[:SHARD_ROWS][rank::nproc], y[:SHARD_ROWS][rank::nproc]
+
+
+def shard_batches(x, y, key, epochs: int, nproc: int, batch: int):
+    """The global batches of a per-process fit, for one process: each process's rows in its permutation, in process order."""
+    import jax
+
+    seed = np.asarray(jax.random.key_data(key)).ravel().astype(np.uint32).tolist()
+    shards, local = [shard(x, y, p, nproc) for p in range(nproc)], batch // nproc
+    n = len(shards[0][0])
+    for epoch in range(epochs):
+        orders = [np.random.default_rng([*seed, epoch, p]).permutation(n) for p in range(nproc)]
+        for s in range(n // local):
+            rows = [order[s * local:(s + 1) * local] for order in orders]
+            yield tuple(np.concatenate([part[i] for (part, i) in zip(parts, rows)]) for parts in zip(*shards))
+
+
 def flat(tree) -> dict:
     import jax
 
@@ -40,6 +62,8 @@ def main(rank: int, nproc: int, port: int, out_dir: str) -> None:
     mesh = parallel.data_mesh()  # the devices of every process
     result = jdense.fit(net, params, x, y, mesh=mesh, **kw)
     pred = jdense.predict(net, result.params, x[:256], batch_size=128, state=result.state, mesh=mesh)
+    streamed = jdense.fit(net, params, x, y, mesh=mesh, stream=True, **kw)  # every process streams the whole set
+    own = jdense.fit(net, params, *shard(x, y, rank, nproc), mesh=mesh, data="per_process", **kw)  # its own rows only
     mismatch = ""
     try:  # a process that feeds other data is caught before training
         parallel.check_same_data(x + rank, what="test")
@@ -51,6 +75,9 @@ def main(rank: int, nproc: int, port: int, out_dir: str) -> None:
         pred=parallel.to_host(pred), loss=np.asarray(result.history["loss"]),
         devices=np.asarray([jax.process_count(), jax.device_count(), jax.local_device_count()]),
         mismatch=np.asarray(mismatch),
+        **{f"streamed{k}": v for k, v in flat(parallel.to_host({"params": streamed.params, "state": streamed.state})).items()},
+        **{f"own{k}": v for k, v in flat(parallel.to_host({"params": own.params, "state": own.state})).items()},
+        own_loss=np.asarray(own.history["loss"]), own_val_loss=np.asarray(own.history["val_loss"]),
     )
     jax.distributed.shutdown()
 

@@ -109,6 +109,22 @@ def test_two_processes_train_the_same_params_as_one(runs):
         np.testing.assert_array_equal(runs[0][name], runs[1][name])
 
 
+def test_streamed_and_per_process_shards_train_as_one_process(runs):
+    """Streaming the whole set equals the in-memory fit; per-process shards equal one process fed their joined batches."""
+    runs, (result, _) = runs
+    worker = _worker_module()
+    net, params, x, y, kw = worker.problem()
+    joined = jdense.fit(net, params, worker.shard_batches(x, y, kw["key"], kw["epochs"], NPROC, kw["batch_size"]), None,
+                        steps_per_epoch=worker.SHARD_ROWS // kw["batch_size"], **kw)
+    for prefix, reference in (("streamed", result), ("own", joined)):
+        for name, ref in worker.flat({"params": reference.params, "state": reference.state}).items():
+            for r in runs:
+                np.testing.assert_allclose(r[prefix + name], ref, atol=TOL, rtol=TOL, err_msg=prefix + name)
+    for r in runs:
+        np.testing.assert_allclose(r["own_loss"], joined.history["loss"], atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(r["own_val_loss"], joined.history["val_loss"], atol=TOL, rtol=TOL)
+
+
 def test_processes_feeding_different_data_are_caught(runs):
     for r in runs[0]:
         assert "different data" in str(r["mismatch"])
