@@ -277,16 +277,10 @@ def fit_population(
     out_shape = train._output_shape(net, jax.eval_shape(net.init, jax.random.key(0)), net.init_state(), x)
     train._check_labels(loss, y, out_shape, "fit_population")
     cw = train._class_weights(class_weight, out_shape)
-    if validation_data is not None:
-        if not (isinstance(validation_data, tuple | list) and len(validation_data) == 2):
-            raise TypeError("validation_data must be a pair (x_val, y_val).")
-        xv, yv = train._as_data(*validation_data, "fit_population(validation_data)")
-        train._check_labels(loss, yv, out_shape, "fit_population(validation_data)")
-    callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+    checked_val = train._validation(validation_data, loss, out_shape, "fit_population(validation_data)")
+    callbacks = train._callbacks(callbacks, metric_objs, validation_data is not None)
     stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
     others = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
-    for cb in stoppers:
-        train._check_monitor(cb.tracker.monitor, [m.name for m in metric_objs], validation_data is not None)
 
     # The members' starting points: params, a template of the optimizer state, the network state.
     # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
@@ -320,11 +314,7 @@ def fit_population(
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
     x_dev, y_dev = parallel.device_data((x, y), mesh, "fit_population")
-    val = None
-    if validation_data is not None:
-        xv_dev, yv_dev = parallel.device_data((xv, yv), mesh, "fit_population(validation_data)")
-        v_batches = train._padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0]))
-        val = (xv_dev, yv_dev, *parallel.place(v_batches, mesh))
+    val = train._device_validation(checked_val, batch, mesh, "fit_population(validation_data)")
     width = train._width(out_shape)
     key_dev = parallel.place(key, mesh)
 

@@ -133,6 +133,38 @@ def _check_labels(loss, y: np.ndarray, out_shape: tuple, what: str):
         raise ValueError(f"{what}: binary_cross_entropy needs labels 0 or 1, got values such as {y[~np.isin(y, (0, 1))][0]}.")
 
 
+def _validation(validation_data, loss, out_shape, what: str):
+    """Checked ``(x_val, y_val, weights)`` from a pair or triple, or None."""
+    if validation_data is None:
+        return None
+    if not (isinstance(validation_data, tuple | list) and len(validation_data) in (2, 3)):
+        raise TypeError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, sample_weight_val).")
+    xv, yv = _as_data(validation_data[0], validation_data[1], what)
+    _check_labels(loss, yv, out_shape, what)
+    return xv, yv, _sample_weights(xv, validation_data[2] if len(validation_data) == 3 else None, what)
+
+
+def _device_validation(checked, batch: int, mesh, what: str):
+    """``(x, y, idx, weights)`` of the validation data on the device(s), as the epoch program takes them."""
+    if checked is None:
+        return None
+    xv, yv, swv = checked
+    idx, mask = _padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0]))
+    return (*parallel.device_data((xv, yv), mesh, what), *parallel.place((idx, mask * swv[idx]), mesh))
+
+
+def _callbacks(callbacks, metrics, has_validation: bool) -> list:
+    """The callbacks as a list (one alone is fine), each a callback whose monitor the logs will have."""
+    callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+    for cb in callbacks:
+        if not any(hasattr(cb, m) for m in ("on_train_begin", "on_epoch_end", "on_train_end")):
+            raise TypeError(f"{cb!r} is not a callback: give it on_epoch_end(epoch, logs, params, *, opt_state, state).")
+        tracker = getattr(cb, "tracker", None)
+        if tracker is not None and hasattr(tracker, "monitor"):
+            _check_monitor(tracker.monitor, [m.name for m in metrics], has_validation)
+    return callbacks
+
+
 def _check_state(net: Sequential, state, what: str) -> None:
     """The network state must have the structure and shapes of ``net.init_state()``."""
     if not isinstance(state, dict):
@@ -555,19 +587,8 @@ def fit(
     if source is None:
         _check_labels(loss, y, out_shape, "fit")
     cw = _class_weights(class_weight, out_shape)
-    if validation_data is not None:
-        if not (isinstance(validation_data, tuple | list) and len(validation_data) in (2, 3)):
-            raise TypeError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, sample_weight_val).")
-        xv, yv = _as_data(validation_data[0], validation_data[1], "fit(validation_data)")
-        swv = _sample_weights(xv, validation_data[2] if len(validation_data) == 3 else None, "fit(validation_data)")
-        _check_labels(loss, yv, out_shape, "fit(validation_data)")
-    callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]  # a single callback is fine
-    for cb in callbacks:
-        if not any(hasattr(cb, m) for m in ("on_train_begin", "on_epoch_end", "on_train_end")):
-            raise TypeError(f"{cb!r} is not a callback: give it on_epoch_end(epoch, logs, params, *, opt_state, state).")
-        tracker = getattr(cb, "tracker", None)
-        if tracker is not None and hasattr(tracker, "monitor"):
-            _check_monitor(tracker.monitor, [m.name for m in metric_objs], validation_data is not None)
+    checked_val = _validation(validation_data, loss, out_shape, "fit(validation_data)")
+    callbacks = _callbacks(callbacks, metric_objs, validation_data is not None)
     adjusters = [cb for cb in callbacks if callable(getattr(cb, "adjust_hyperparams", None))]
     if adjusters and not isinstance(optimizer.init, optim.OptimizerInit) and not hasattr(opt_state, "hyperparams"):
         raise TypeError("a callback with adjust_hyperparams needs a jdense.optimizer(...): its values live in its state.")
@@ -585,11 +606,7 @@ def fit(
     state = _copy(state)
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
-    val = None
-    if validation_data is not None:
-        xv_dev, yv_dev = parallel.device_data((xv, yv), mesh, "fit(validation_data)")
-        v_idx, v_mask = _padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0]))
-        val = (xv_dev, yv_dev, *parallel.place((v_idx, v_mask * swv[v_idx]), mesh))
+    val = _device_validation(checked_val, batch, mesh, "fit(validation_data)")
     width = _width(out_shape)
     weighted = sample_weight is not None or validation_split is not None
 

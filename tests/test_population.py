@@ -53,7 +53,7 @@ def test_grid_is_the_cartesian_product():
         jdense.grid(learning_rate=1e-3)
 
 
-@pytest.mark.parametrize("i", [0, 3, 5, 6])
+@pytest.mark.parametrize("i", [3, 6])  # (lr 1e-3, lambda_ 1e-2, dropout 0.3) and (lr 2e-2, lambda_ 1e-2, dropout 0)
 def test_members_equal_separate_fits(grid_population, i):
     member = grid_population.members[i]
     alone = _alone(NET, member, validation_data=(XV, YV))

@@ -80,15 +80,13 @@ def test_a_user_optax_transformation_is_cached_by_identity():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("change", ["width", "loss", "batch_size", "activation"])
+@pytest.mark.parametrize("change", ["width", "loss", "batch_size"])
 def test_a_changed_structure_compiles_and_is_right(change):
     """The cached program of another structure must not be reused: compare with a cleared cache."""
     net, kw = jdense.mlp(SIZES), {}
     _fit(net)
     if change == "width":
         net = jdense.mlp([6, 9, 3])
-    elif change == "activation":
-        net = jdense.mlp(SIZES, activation="tanh")
     elif change == "loss":
         kw = {"loss": lambda out, t: optax.losses.softmax_cross_entropy_with_integer_labels(out, t) * 2.0}
     else:
