@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
     if "jax_cpu_collectives_implementation" not in jax.config.values:
         pytest.skip(f"jaxlib {jax.__version__} has no CPU collectives option (jax_cpu_collectives_implementation)")
     out = tmp_path_factory.mktemp("distributed")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ)  # XLA_FLAGS: the suite's fast compilation (conftest); the workers set their device count
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
     port = _free_port()
     logs = [open(out / f"rank{i}.log", "w+") for i in range(NPROC)]

@@ -27,7 +27,7 @@ TOL = 1e-5  # float32 rounding: the mesh sums each batch's gradient in a differe
 @pytest.fixture(scope="module", autouse=True)
 def worker():
     """Start the 4-device subprocess first; the in-process tests below run while it works."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
            "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, str(HERE / "_parallel_worker.py")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
