@@ -142,7 +142,6 @@ class _Program:
 
     tx: optax.GradientTransformation  # built with placeholder values; only its structure matters
     init: Callable  # jitted (params, hyperparams) -> state
-    numeric: tuple[str, ...]  # names of the hyperparameters that are values in the state
 
 
 def _placeholders(s: _Structure) -> dict[str, Any]:
@@ -158,12 +157,11 @@ def _placeholders(s: _Structure) -> dict[str, Any]:
 
 def _build(s: _Structure) -> _Program:
     tx = optax.inject_hyperparams(_factory(s), hyperparam_dtype=jnp.float32)(**_placeholders(s))
-    numeric = tuple(sorted(k for k, v in _placeholders(s).items() if not callable(v)))
 
     def init(params, hyperparams):
         return with_values(tx.init(params), hyperparams)
 
-    return _Program(tx, jax.jit(init), numeric)
+    return _Program(tx, jax.jit(init))
 
 
 _program = functools.lru_cache(maxsize=128)(_build)

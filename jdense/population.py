@@ -263,7 +263,7 @@ def fit_population(
     per_dropout = any("dropout" in m for m in members)
     member_net = _member_net(net, per_dropout)
     tx = optim.optimizer(net, optimizer, members[0].get("learning_rate", 1e-3), **optimizer_options)
-    if "learning_rate" not in optim.host_values(tx.init.hyperparams):
+    if "learning_rate" not in tx.init.hyperparams:
         raise ValueError("fit_population needs a learning rate that is a value, not a schedule.")
 
     per_sample = losses_lib.per_sample(loss)
