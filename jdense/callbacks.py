@@ -39,8 +39,17 @@ class Callback:
         return None
 
 
+ROUNDING = 1e-6
+"""Relative changes this small are float32 rounding (the epoch's sums in another order), never improvements."""
+
+
 class _Monitor:
-    """Tracks the best value of a logged metric (lower is better unless mode='max')."""
+    """Tracks the best value of a logged metric (lower is better unless mode='max').
+
+    An improvement must beat the best by more than ``min_delta`` and by more than
+    :data:`ROUNDING` of its size: a network whose params do not change (learning rate 0)
+    logs the same loss up to the last bits each epoch, as its batches are summed in a new order.
+    """
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
         if mode not in ("auto", "min", "max"):
@@ -63,7 +72,7 @@ class _Monitor:
                 "for 'val_*' metrics, or monitor one of these."
             )
         value = self.sign * logs[self.monitor]
-        if value < self.best - self.min_delta:
+        if value < self.best - max(self.min_delta, ROUNDING * abs(self.best) if math.isfinite(self.best) else 0.0):
             self.best, self.best_epoch = value, epoch
             return True
         return False
@@ -75,7 +84,8 @@ class EarlyStopping(Callback):
     Args:
       monitor: a key of fit's logs, e.g. ``"val_loss"`` (default) or ``"val_accuracy"``.
       patience: epochs without improvement before stopping.
-      min_delta: the smallest change that counts as an improvement.
+      min_delta: the smallest change that counts as an improvement (a change within float32
+        rounding, 1e-6 of the value, never does).
       mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracies, min otherwise).
       restore_best: hand back the params (and BatchNorm state) of the best epoch.
 

@@ -86,10 +86,10 @@ def _members(members) -> list[dict[str, Any]]:
         seed = m["seed"]
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
             raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {seed!r}.")
-        for name, positive in (("learning_rate", True), ("lambda_", False)):
+        for name in ("learning_rate", "lambda_"):  # 0 is allowed: a member with learning rate 0 stays as it starts
             if name in m:
                 try:
-                    m[name] = optim._number(name, m[name], positive=positive)
+                    m[name] = optim._number(name, m[name], positive=False)
                 except ValueError as err:
                     raise ValueError(f"member {i}: {err}") from None
         if "dropout" in m:
@@ -228,7 +228,7 @@ def fit_population(
       net: the network every member has.
       x, y: training data, shared by the members (never copied per member).
       members: N (seeds 0..N-1, the same hyperparameters) or a list of dicts with keys
-        among ``seed`` (default: the index), ``learning_rate`` (default 1e-3), ``lambda_``
+        among ``seed`` (default: the index), ``learning_rate`` (default 1e-3; 0 keeps the member as it starts), ``lambda_``
         (default: the net's) and ``dropout`` (default: the net's), e.g. from :func:`grid`.
       loss, epochs, batch_size, key, validation_data, metrics, class_weight, verbose,
         skip_nonfinite, compute_dtype, mesh: as in :func:`jdense.fit` (with a mesh,
@@ -262,7 +262,7 @@ def fit_population(
     n_members = len(members)
     per_dropout = any("dropout" in m for m in members)
     member_net = _member_net(net, per_dropout)
-    tx = optim.optimizer(net, optimizer, members[0].get("learning_rate", 1e-3), **optimizer_options)
+    tx = optim.optimizer(net, optimizer, 1e-3, **optimizer_options)  # the members' rates are values in its state
     if "learning_rate" not in tx.init.hyperparams:
         raise ValueError("fit_population needs a learning rate that is a value, not a schedule.")
 

@@ -85,6 +85,15 @@ def test_early_stopping_min_delta():
         assert stop.best_epoch == expected_best
 
 
+def test_float32_rounding_is_not_an_improvement():
+    """The same loss summed in another batch order differs in its last bits (1 ulp ~ 1.2e-7 at 1.0)."""
+    ulp = float(np.spacing(np.float32(1.0)))
+    assert _drive(jdense.EarlyStopping(patience=2), [1.0, 1.0 - ulp, 1.0 - 2 * ulp, 1.0 - 3 * ulp]) == 2
+    assert _drive(jdense.EarlyStopping(patience=2, mode="max", monitor="val_accuracy"),
+                  [0.5, 0.5 + ulp, 0.5 + 2 * ulp], monitor="val_accuracy") == 2
+    assert _drive(jdense.EarlyStopping(patience=2), [1.0, 1.0 - 1e-5, 1.0 - 2e-5, 1.0 - 3e-5]) is None  # real, if small
+
+
 @pytest.mark.parametrize(
     "monitor, mode, sign",
     [("val_accuracy", "auto", -1.0), ("accuracy", "auto", -1.0), ("val_auc", "max", -1.0),

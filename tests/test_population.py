@@ -103,17 +103,19 @@ def test_int_members_are_seeds():
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
 
 
-def test_early_stopping_acts_per_member():
-    """A member with learning rate ~0 stops after patience+1 epochs; the other trains on; the stopped one is frozen."""
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_early_stopping_acts_per_member(seed):
+    """A member with learning rate 0 stops after patience+1 epochs (its training loss changes only in the last
+    bits, as the batches come in another order); the other trains on; the stopped one keeps its initial params."""
     net = jdense.mlp([6, 8, 3])
-    members = [{"learning_rate": 1e-12, "seed": 0}, {"learning_rate": 5e-2, "seed": 0}]
-    stop = jdense.EarlyStopping("loss", patience=2, min_delta=1e-4, restore_best=False)
-    pop = jdense.fit_population(net, X, Y, members=members, callbacks=[stop], **{**KW, "epochs": 8})
+    members = [{"learning_rate": 0.0, "seed": seed}, {"learning_rate": 5e-2, "seed": seed}]
+    stop = jdense.EarlyStopping("loss", patience=2, restore_best=False)
+    pop = jdense.fit_population(net, X, Y, members=members, callbacks=[stop],
+                                **{**KW, "epochs": 8, "key": jax.random.key(seed)})
     assert pop.epochs.tolist() == [3, 8]
     assert np.isnan(pop.history["loss"][3:, 0]).all() and np.isfinite(pop.history["loss"][:, 1]).all()
-    frozen = _alone(net, members[0], epochs=3)
-    for a, b in zip(jax.tree.leaves(frozen.params), jax.tree.leaves(pop.member(0).params)):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+    for a, b in zip(jax.tree.leaves(net.init(jax.random.key(seed))), jax.tree.leaves(pop.member(0).params)):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
     assert len(pop.member(0).history["loss"]) == 3
 
 
@@ -135,7 +137,7 @@ def test_early_stopping_restores_each_members_best():
         (0, ValueError, r"members must be a positive count"),
         ([], ValueError, r"members is empty"),
         ([{"learning_rate": 1e-3}, {"lr": 1e-3}], ValueError, r"member 1 has unknown keys \['lr'\]"),
-        ([{"learning_rate": -1.0}], ValueError, r"member 0: learning_rate must be a finite positive float"),
+        ([{"learning_rate": -1.0}], ValueError, r"member 0: learning_rate must be a finite non-negative float"),
         ([{"dropout": 1.5}], ValueError, r"member 0: dropout must be a rate in \[0, 1\)"),
         ([{"lambda_": -1e-3}], ValueError, r"member 0: lambda_ must be a finite non-negative float"),
         ([{"seed": "a"}], ValueError, r"member 0: seed must be an int"),
