@@ -23,6 +23,7 @@ import functools
 import itertools
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -171,11 +172,30 @@ def _member_epoch(spec, active, params, opt_state, state, *rest):
     return (*keep(new[:3], (params, opt_state, state)), *new[3:])
 
 
+def _compiler_options(mesh) -> dict[str, Any] | None:
+    """XLA options of the population's epoch: on CPU, LLVM's optimization level 1 (XLA's default is 2).
+
+    A population's step spends its time in library matmuls (batched over the members) and in
+    memory-bound updates of large arrays, which LLVM's level-2 passes do not speed up, and
+    level 1 compiles faster. Measured in fresh processes, alternating (2-core CPU): 64 x
+    64-32-10 on 16,000 rows compiled in 1.2-1.3 s instead of 1.9-2.2 s, and its epoch took
+    0.65 s instead of 0.89-1.09 s; 32 x 64-128-64-10 on digits compiled in 1.6-2.0 s instead
+    of 2.8-2.9 s at the same speed (0.17-0.25 s against 0.19-0.34 s an epoch). A single
+    small network is another matter: there level 1 cost ~30% of its speed, so ``fit`` keeps
+    XLA's default. A level set in ``XLA_FLAGS`` wins; other platforms keep their defaults.
+    """
+    devices = jax.devices() if mesh is None else mesh.devices.flat
+    if next(iter(devices)).platform != "cpu" or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    return {"xla_backend_optimization_level": 1}
+
+
 @programs._cached
 def _training(spec: programs.Training):
     """The population's epoch: :func:`programs._epoch` vmapped over the member axis, the data shared."""
     axes = (0, 0, 0, 0) + (None,) * 9
-    return jax.jit(jax.vmap(functools.partial(_member_epoch, spec), in_axes=axes), donate_argnums=(1, 2, 3))
+    return jax.jit(jax.vmap(functools.partial(_member_epoch, spec), in_axes=axes), donate_argnums=(1, 2, 3),
+                   compiler_options=_compiler_options(spec.mesh))
 
 
 @jax.jit

@@ -165,3 +165,23 @@ def test_population_checkpoint_round_trip(tmp_path, grid_population):
     path = jdense.save(tmp_path / "one.safetensors", one.params, net=NET)
     np.testing.assert_array_equal(np.asarray(jdense.load(path).params["dense_0"]["w"]),
                                   np.asarray(pop.params["dense_0"]["w"][2]))
+
+
+def test_population_programs_compile_at_llvm_level_1_on_cpu(monkeypatch):
+    """On CPU the population's epoch is compiled with LLVM level 1 unless XLA_FLAGS sets a level; it trains the same."""
+    from jdense import population
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true")
+    assert population._compiler_options(None) == {"xla_backend_optimization_level": 1}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert population._compiler_options(None) is None
+    monkeypatch.setenv("XLA_FLAGS", "")
+    population._training.cache_clear()
+    try:
+        net = jdense.mlp([6, 8, 3])
+        pop = jdense.fit_population(net, X, Y, members=[{"seed": 3, "learning_rate": 1e-2}], **KW)
+    finally:
+        population._training.cache_clear()
+    alone = _alone(net, {"seed": 3, "learning_rate": 1e-2})
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(0).params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
