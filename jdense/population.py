@@ -177,10 +177,10 @@ def _compiler_options(mesh) -> dict[str, Any] | None:
 
     A population's step spends its time in library matmuls (batched over the members) and in
     memory-bound updates of large arrays, which LLVM's level-2 passes do not speed up, and
-    level 1 compiles faster. Measured in fresh processes, alternating (2-core CPU): 64 x
-    64-32-10 on 16,000 rows compiled in 1.2-1.3 s instead of 1.9-2.2 s, and its epoch took
-    0.65 s instead of 0.89-1.09 s; 32 x 64-128-64-10 on digits compiled in 1.6-2.0 s instead
-    of 2.8-2.9 s at the same speed (0.17-0.25 s against 0.19-0.34 s an epoch). A single
+    level 1 compiles faster. Measured in fresh processes, alternating, on the 2-core CPU: 64 x
+    64-32-10 on 16,000 rows compiled in 1.17-1.25 s instead of 1.51-1.66 s, its epoch 0.67-0.69 s
+    either way; 32 x 64-128-64-10 on digits compiled in 1.6-2.0 s instead of 2.8-2.9 s at the
+    same speed (0.17-0.25 s against 0.19-0.34 s an epoch, on a noisier machine). A single
     small network is another matter: there level 1 cost ~30% of its speed, so ``fit`` keeps
     XLA's default. A level set in ``XLA_FLAGS`` wins; other platforms keep their defaults.
     """
