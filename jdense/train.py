@@ -305,11 +305,7 @@ def _logs(sums, metrics, width: int, skip_nonfinite: bool = False, prefix: str =
 
     NaN when no sample counted (every step of the epoch skipped as non-finite).
     """
-    values, parts, at = np.asarray(sums), {}, 0
-    for name, shape in programs.layout(metrics, width, skip_nonfinite):
-        size = math.prod(shape)
-        parts[name] = values[at:at + size].reshape(shape)
-        at += size
+    parts = programs._unstack(np.asarray(sums), programs.layout(metrics, width, skip_nonfinite))
     count = float(parts["count"])
     logs = {prefix + "loss": float(parts["loss"]) / count if count > 0 else math.nan}
     for m in metrics:
