@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from jdense import _checks
+
 CHUNK_CAP = 32 << 20
 """Largest chunk in bytes: bigger ones only cost host memory (the hand-off is per chunk, not per step)."""
 
@@ -207,7 +209,7 @@ class Batches:
                     f"{what}: x is an iterable of batches without a length; pass steps_per_epoch= "
                     "(the number of batches that make an epoch).")
             steps = len(data)
-        self.steps = _positive("steps_per_epoch", steps)
+        self.steps = _checks.positive_int("steps_per_epoch", steps)
         self._iter = iter(data)
         try:
             first = next(self._iter)
@@ -265,12 +267,6 @@ class Batches:
                     xs[j, rows:], ys[j, rows:], mask[j, rows:] = 0, 0, 0.0
                 yield Chunk(epoch, first, count, xs, ys, mask)
             start = False
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return int(value)
 
 
 # -- the background feeder ------------------------------------------------------------------
