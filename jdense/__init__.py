@@ -15,6 +15,7 @@ from jdense.loggers import CSVLogger, TensorBoard, plot_history
 from jdense.lora import LoRADense, load_adapters, lora, lora_init, merge_lora, save_adapters
 from jdense.network import Sequential, mlp, register_layer, summary
 from jdense.optim import hyperparams, optimizer, set_hyperparams
+from jdense.parallel import cpu_devices
 from jdense.population import PopulationResult, ensemble_evaluate, ensemble_predict, fit_population, grid
 from jdense.programs import clear_cache
 from jdense.quantize import QuantizedDense, quantize
@@ -54,6 +55,7 @@ __all__ = [
     "activations",
     "checkpoint_callback",
     "clear_cache",
+    "cpu_devices",
     "data",
     "enable_compilation_cache",
     "apply",

@@ -24,6 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+import os
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +38,56 @@ from jax.sharding import PartitionSpec as P
 
 DATA = "data"
 """The name of the mesh axis that batches are sharded over."""
+
+MEMBERS = "members"
+"""The name of the mesh axis that a population's members are spread over (:func:`member_layout`)."""
+
+
+def cpu_devices(n: int | None = None) -> int:
+    """Expose ``n`` CPU devices to JAX (default: one per core this process may run on), before its backend starts.
+
+    JAX's CPU backend is one device however many cores the machine has, and a small
+    network's step runs on about one core. A population (:func:`jdense.fit_population`)
+    spreads its members over every device, so with one device per core it fills them all.
+    This sets ``jax_num_cpu_devices``, which JAX reads once, when it starts its backend
+    (the first JAX operation); call it right after ``import jdense``. Importing jdense
+    changes no JAX setting: this is opt-in. A plain :func:`jdense.fit` still runs on one
+    device (the first), so it is unaffected; GPU and TPU devices are not affected either.
+
+    Args:
+      n: how many CPU devices; default: the cores of ``os.sched_getaffinity`` (or ``os.cpu_count()``).
+
+    Returns:
+      The number of CPU devices set.
+
+    Raises:
+      TypeError, ValueError: ``n`` is not a positive int.
+      RuntimeError: JAX's backend already started with another number of CPU devices (the
+        message says how to fix it). Calling it again with the count already in use is a no-op.
+
+    Example:
+      >>> import jdense
+      >>> jdense.cpu_devices()        # before any JAX operation
+      2
+    """
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"cpu_devices: n must be a positive int (how many CPU devices), got {n!r}.")
+    if n < 1:
+        raise ValueError(f"cpu_devices: n must be at least 1, got {n}; pass e.g. n=2 or leave it out for one per core.")
+    n = int(n)
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # JAX's backend has started: fine only if it has n CPU devices already
+        have = len(jax.local_devices(backend="cpu"))
+        if have != n:
+            raise RuntimeError(
+                f"cpu_devices({n}): JAX's backend already started with {have} CPU device(s), and its device count is fixed "
+                "from then on. Call jdense.cpu_devices() right after `import jdense`, before any JAX operation "
+                "(or set XLA_FLAGS=--xla_force_host_platform_device_count=N before starting Python)."
+            ) from None
+    return n
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -118,7 +171,7 @@ def _put(leaf: Any, sharding: NamedSharding) -> jax.Array:
 
 
 def place(tree: Any, mesh: Mesh | None) -> Any:
-    """Put every array of ``tree`` on ``mesh``, replicated; the identity when ``mesh`` is None.
+    """Put every array of ``tree`` on ``mesh`` (any mesh), replicated; the identity when ``mesh`` is None.
 
     Leaves already laid out on this mesh (e.g. by :func:`shard_params`) keep their sharding.
     NumPy, JAX and Python-scalar leaves are accepted; ``None`` leaves stay ``None``.
@@ -126,7 +179,9 @@ def place(tree: Any, mesh: Mesh | None) -> Any:
     """
     if mesh is None:
         return tree
-    rep = replicated(mesh)
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh such as jdense.parallel.data_mesh(), got {mesh!r}.")
+    rep = NamedSharding(mesh, P())
     leaves, treedef = jax.tree.flatten(tree)
     todo = [i for i, a in enumerate(leaves) if not _on_mesh(a, mesh)]
     if rep.is_fully_addressable:  # one batched transfer
@@ -309,3 +364,128 @@ def initialize(
     if local_cpu_devices is not None:
         jax.config.update("jax_num_cpu_devices", int(local_cpu_devices))
     jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
+
+
+# -- populations: members spread over devices -------------------------------------------------
+def member_devices(devices: Any = None, what: str = "fit_population") -> list[jax.Device]:
+    """The devices a population spreads its members over: ``None`` every device (of every process), ``k`` the first k, or a list."""
+    every = jax.devices()
+    if devices is None:
+        return list(every)
+    if isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(every):
+            raise ValueError(f"{what}: devices={devices} must be between 1 and the {len(every)} device(s) JAX has; "
+                             "pass e.g. devices=1, a list such as jax.devices()[:2], or None for all.")
+        return list(every[:int(devices)])
+    if isinstance(devices, jax.Device):
+        devices = [devices]
+    if isinstance(devices, str | bytes) or not isinstance(devices, Sequence | np.ndarray):
+        raise TypeError(f"{what}: devices must be None (every device), a count or a list of jax devices, got {devices!r}.")
+    devices = list(np.ravel(np.asarray(devices, dtype=object)))
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"{what}: devices must be a non-empty list of jax devices such as jax.devices()[:2], got {devices!r}.")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"{what}: devices lists a device twice ({devices}); give each device once.")
+    return devices
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberLayout:
+    """How a population's ``count`` members lie on devices: split along a ``"members"`` mesh axis, or on one device.
+
+    With ``mesh`` (one axis, :data:`MEMBERS`), the member axis is padded to ``padded`` (a
+    multiple of the device count) with copies of the last member, which never count
+    (:meth:`pad_mask` keeps them inactive); each device holds ``padded / devices`` members.
+    Data and everything else shared is replicated, so a step needs no communication. With
+    ``mesh=None`` (one device, or a batch-sharded ``data`` mesh) every method is the identity.
+    """
+
+    count: int
+    padded: int
+    mesh: Mesh | None = None
+
+    def pad(self, tree: Any) -> Any:
+        """Host arrays with ``count`` rows padded to ``padded`` rows (copies of the last row); padded ones are left as they are."""
+        extra = self.padded - self.count
+
+        def grow(a):
+            a = np.asarray(a)
+            return np.concatenate([a, np.repeat(a[-1:], extra, 0)]) if a.shape[0] == self.count else a
+
+        return tree if not extra else jax.tree.map(grow, tree)
+
+    def pad_mask(self, flags: np.ndarray) -> np.ndarray:
+        """A per-member bool vector padded with False (padding members never act)."""
+        return np.concatenate([np.asarray(flags, bool), np.zeros(self.padded - self.count, bool)])
+
+    def place(self, tree: Any) -> Any:
+        """Host trees with a leading member axis, padded and split over the devices along :data:`MEMBERS`."""
+        if self.mesh is None:
+            return tree
+        sharding = NamedSharding(self.mesh, P(MEMBERS))
+        leaves, treedef = jax.tree.flatten(self.pad(tree))
+        if sharding.is_fully_addressable:  # one batched transfer
+            return jax.tree.unflatten(treedef, jax.device_put(leaves, sharding))
+        return jax.tree.unflatten(treedef, [_put(a, sharding) for a in leaves])
+
+    def host(self, tree: Any) -> Any:
+        """NumPy copies of per-member outputs, padding dropped (every process must call it: it may gather)."""
+        if self.mesh is None:
+            return jax.tree.map(np.asarray, tree)
+        return jax.tree.map(lambda a: a[:self.count], to_host(tree))
+
+    def local_indices(self) -> np.ndarray:
+        """The members (of ``count``) whose rows this process's devices hold, in order."""
+        if self.mesh is None:
+            return np.arange(self.count)
+        per = self.padded // self.mesh.devices.size
+        mine = [i for i, d in enumerate(self.mesh.devices.flat) if d.process_index == jax.process_index()]
+        rows = np.concatenate([np.arange(i * per, (i + 1) * per) for i in mine]) if mine else np.zeros(0, int)
+        return rows[rows < self.count]
+
+    def gather(self, tree: Any, local: bool = False) -> Any:
+        """Members' trees as one device's arrays (the process's first device), padding dropped.
+
+        ``local=False``: every member, gathered from every process (each must call it).
+        ``local=True``: only this process's members (:meth:`local_indices`), without communication.
+        """
+        if self.mesh is None:
+            return tree
+        target = jax.local_devices()[0]
+        if not local:
+            return jax.device_put(self.host(tree), target)
+        rows = self.local_indices()
+
+        def mine(a):
+            parts = {s.index[0].start or 0: np.asarray(s.data) for s in a.addressable_shards}
+            starts = sorted(parts)
+            take = [parts[st][r - st] for r in rows for st in [max(v for v in starts if v <= r)]]
+            return np.stack(take) if take else np.zeros((0, *a.shape[1:]), a.dtype)
+
+        return jax.device_put(jax.tree.map(mine, tree), target)
+
+
+def member_layout(devices: Any, count: int, *, mesh: Mesh | None = None, what: str = "fit_population") -> MemberLayout:
+    """Where a population of ``count`` members trains: spread over ``devices`` (see :func:`member_devices`).
+
+    With a batch-sharded ``mesh`` (``fit_population(mesh=data_mesh())``) the mesh decides
+    (members replicated, each batch split over ``"data"``), and ``devices`` must be left out:
+    the two layouts are not combined. One device gives a layout without a mesh.
+
+    Raises:
+      ValueError: ``devices`` and ``mesh`` are both given.
+    """
+    if mesh is not None:
+        if devices is not None:
+            raise ValueError(
+                f"{what}: pass either mesh= (each batch split over its 'data' axis, members replicated) or devices= "
+                "(members spread over the devices, each batch whole), not both; for a large population devices= alone is "
+                "the faster layout (no communication inside a step)."
+            )
+        return MemberLayout(count, count)
+    chosen = member_devices(devices, what)
+    if len(chosen) == 1 and chosen[0] == jax.local_devices()[0]:
+        return MemberLayout(count, count)
+    padded = -(-count // len(chosen)) * len(chosen)
+    kwargs = {"axis_types": (jax.sharding.AxisType.Auto,)} if hasattr(jax.sharding, "AxisType") else {}
+    return MemberLayout(count, padded, Mesh(np.asarray(chosen, dtype=object), (MEMBERS,), **kwargs))
