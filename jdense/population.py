@@ -131,6 +131,9 @@ class PopulationResult:
       history: ``{name: array (epochs run, N)}``; NaN after a member stopped.
       epochs: how many epochs each member ran, an int array ``(N,)``.
       members: the member dicts (with their seeds).
+      indices: the positions of these members in the population that was trained: ``None``
+        for all of them, in order; with ``fit_population(..., gather=False)`` in a
+        multi-process run, the members this process holds.
     """
 
     params: Any
@@ -139,6 +142,7 @@ class PopulationResult:
     history: dict[str, np.ndarray]
     epochs: np.ndarray
     members: list[dict[str, Any]]
+    indices: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.members)
@@ -198,6 +202,17 @@ def _training(spec: programs.Training):
                    compiler_options=_compiler_options(spec.mesh))
 
 
+@programs._cached
+def _spread_training(key):
+    """The population's epoch with its members split over ``mesh``'s ``"members"`` axis: each device runs
+    :func:`_training`'s vmapped epoch on its own members (``jax.shard_map``: no communication inside)."""
+    spec, mesh = key
+    members, shared = jax.sharding.PartitionSpec(parallel.MEMBERS), jax.sharding.PartitionSpec()
+    epoch = jax.vmap(functools.partial(_member_epoch, spec), in_axes=(0, 0, 0, 0) + (None,) * 9)
+    local = jax.shard_map(epoch, mesh=mesh, in_specs=(members,) * 4 + (shared,) * 9, out_specs=members, check_vma=False)
+    return jax.jit(local, donate_argnums=(1, 2, 3), compiler_options=_compiler_options(mesh))
+
+
 @jax.jit
 def _select(mask, new, old):
     """Per member: ``new`` where ``mask`` else ``old`` (the best params of EarlyStopping(restore_best))."""
@@ -235,6 +250,8 @@ def fit_population(
     skip_nonfinite: bool = False,
     compute_dtype: Any = None,
     mesh: Any = None,
+    devices: Any = None,
+    gather: bool = True,
     **optimizer_options: Any,
 ) -> PopulationResult:
     """Train a population of networks in one compiled fit: one program per epoch for every member.
@@ -253,6 +270,14 @@ def fit_population(
       loss, epochs, batch_size, key, validation_data, metrics, class_weight, verbose,
         skip_nonfinite, compute_dtype, mesh: as in :func:`jdense.fit` (with a mesh,
         members are replicated and batch rows sharded).
+      devices: where the members train: ``None`` (default) every device of the process, and
+        under ``jax.distributed`` of every process; ``k`` the first k devices; or a list of
+        devices. Members are split over them along a ``"members"`` axis (padded with
+        inactive copies when the count does not divide); data are replicated and a step
+        needs no communication. On CPU, :func:`jdense.cpu_devices` makes one device per
+        core. Not combined with ``mesh=`` (pass one or the other).
+      gather: with several processes, ``True`` gathers every member into each process's
+        result; ``False`` keeps only this process's members (``result.indices`` says which).
       optimizer: a base name as in :func:`jdense.optimizer` (``"adam"``, ``"sgd"``, ...).
       callbacks: :class:`jdense.EarlyStopping` acts per member: a stopped member's params
         and states stay frozen and its later history entries are NaN; ``restore_best``
@@ -293,6 +318,10 @@ def fit_population(
     n = x.shape[0]
     batch = train._batch_size(batch_size, n)
     parallel.check_batch(mesh, batch, "fit_population")
+    if not isinstance(gather, bool):
+        raise TypeError(f"gather must be True (every member in the result) or False (this process's members), got {gather!r}.")
+    layout = parallel.member_layout(devices, n_members, mesh=mesh, what="fit_population")
+    shared = mesh if layout.mesh is None else layout.mesh  # replicated data, keys and indices live here
     one_state = member_net.init_state()
     out_shape = train._output_shape(net, jax.eval_shape(net.init, jax.random.key(0)), net.init_state(), x)
     train._check_labels(loss, y, out_shape, "fit_population")
@@ -328,15 +357,19 @@ def fit_population(
         states.append(s)
     state = _stack(states)
 
-    run_epoch = _training(train._training_spec(
+    spec = train._training_spec(
         member_net, per_sample, metric_objs, tx, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
-        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None))
+        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None)
+    run_epoch = _training(spec)
+    if layout.mesh is not None:
+        run_epoch = _spread_training((spec, layout.mesh))
     cw_dev = None if cw is None else jax.device_put(cw)
-    params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
-    x_dev, y_dev = parallel.device_data((x, y), mesh, "fit_population")
-    val = train._device_validation(checked_val, batch, mesh, "fit_population(validation_data)")
+    params, opt_state, state = layout.place((params, opt_state, state))  # split over the devices' member axis
+    params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), shared)
+    x_dev, y_dev = parallel.device_data((x, y), shared, "fit_population")
+    val = train._device_validation(checked_val, batch, shared, "fit_population(validation_data)")
     width = train._width(out_shape)
-    key_dev = parallel.place(key, mesh)
+    key_dev = parallel.place(key, shared)
 
     member_stoppers = [[copy.deepcopy(cb) for _ in members] for cb in stoppers]
     for cbs in member_stoppers:
@@ -355,14 +388,15 @@ def fit_population(
     fresh = True
     for epoch in range(epochs):
         order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
-        idx, mask = parallel.place(train._padded_indices(order, batch), mesh)
+        idx, mask = parallel.place(train._padded_indices(order, batch), shared)
         params, opt_state, state, sums, val_sums = run_epoch(
-            active, params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev,
+            layout.place(layout.pad_mask(active)), params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev,
             np.bool_(fresh), val)
         fresh = False
-        rows = [train._logs(s, metric_objs, width, skip_nonfinite) for s in np.asarray(sums)]
+        sums, val_sums = layout.host((sums, val_sums))  # (members, entries), padding dropped
+        rows = [train._logs(s, metric_objs, width, skip_nonfinite) for s in sums]
         if val is not None:
-            for r, s in zip(rows, np.asarray(val_sums)):
+            for r, s in zip(rows, val_sums):
                 r.update(train._logs(s, metric_objs, width, prefix="val_"))
         logs = {k: np.array([r[k] if a else math.nan for r, a in zip(rows, active)]) for k in rows[0]}
         bad = active & ~np.isfinite(logs["loss"])
@@ -382,11 +416,12 @@ def fit_population(
                 improved[i] |= cb.restore_best and cbs[i].best_epoch == epoch
         if restore and improved.any():
             best_params, best_state = (params, state) if best_params is None else (best_params, best_state)
-            best_params, best_state = _select(improved, (params, state), (best_params, best_state))
+            best_params, best_state = _select(layout.pad_mask(improved), (params, state), (best_params, best_state))
         stop_all = False
+        seen = _unpadded(layout, (params, opt_state, state)) if others else None
         for cb in others:
             hook = getattr(cb, "on_epoch_end", None)
-            if hook is not None and hook(epoch, logs, params, opt_state=opt_state, state=state):
+            if hook is not None and hook(epoch, logs, seen[0], opt_state=seen[1], state=seen[2]):
                 stop_all = True
         if bar is not None:
             bar.on_epoch_end(epoch, _summary(logs), None)
@@ -396,11 +431,29 @@ def fit_population(
     if bar is not None:
         bar.on_train_end(None, None)
     for cb in others:
-        getattr(cb, "on_train_end", lambda *a: None)(params, state)
+        getattr(cb, "on_train_end", lambda *a: None)(*_unpadded(layout, (params, state)))
     if best_params is not None:  # members that improved at least once get their best epoch back
         params, state = best_params, best_state
     hist = {k: np.stack(v) for k, v in history.items()}
-    return PopulationResult(params, opt_state, state, hist, ran, members)
+    if layout.mesh is None:
+        return PopulationResult(params, opt_state, state, hist, ran, members)
+    local = not gather and jax.process_count() > 1
+    params, opt_state, state = layout.gather((params, opt_state, state), local=local)
+    if not local:
+        return PopulationResult(params, opt_state, state, hist, ran, members)
+    mine = layout.local_indices()
+    return PopulationResult(params, opt_state, state, {k: v[:, mine] for k, v in hist.items()}, ran[mine],
+                            [members[i] for i in mine], mine)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _unpad(count: int, tree):
+    return jax.tree.map(lambda a: a[:count], tree)
+
+
+def _unpadded(layout: parallel.MemberLayout, trees: tuple) -> tuple:
+    """What a callback sees: the members' trees without the padding members of a spread population."""
+    return trees if layout.padded == layout.count else _unpad(layout.count, trees)
 
 
 def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
