@@ -3,8 +3,10 @@
 
 - ``ensemble64``: 64 seeds of 64-32-10, batch 32, 16,000 random samples (Adam): member-steps
   per second of ``fit_population`` divided by steps per second of one ``fit``. Both are
-  the best epoch after compilation; the two alternate (a few epochs each, several rounds)
-  so that load on the machine hits them alike.
+  the best epoch after compilation; they alternate (a few epochs each, several rounds)
+  so that load on the machine hits them alike. ``devices`` is how many devices the
+  population spread its members over (every device: on CPU one per core, see below);
+  ``ratio_one_device`` is the same population kept on one device (``devices=1``).
 - ``sweep32``: 32 learning rates x 50 epochs on scikit-learn's digits (64-128-64-10, batch
   32, validation each epoch): wall time of 32 ``fit`` calls (compile cache warm after the
   first) and of 32 calls with ``jdense.clear_cache()`` before each (every call compiles),
@@ -12,9 +14,14 @@
 - ``rss``: peak RSS (``ru_maxrss``) of one fit and of the 64-member population, each in a
   fresh process, against the bound 1.5 x single + 64 x (params + optimizer state).
 
+The script calls ``jdense.cpu_devices()`` first, as a user with a multi-core CPU should
+(one JAX device per core; ``--cpu-devices 1`` leaves JAX's single CPU device). On a GPU
+that call changes nothing and the population uses the GPU(s). ``--members`` sets the
+ensemble's size (``ensemble64`` keeps its name; e.g. 1024 on a GPU).
+
 Usage::
 
-    python benchmarks/bench_population.py [--json PATH] [--quick]
+    python benchmarks/bench_population.py [--json PATH] [--quick] [--members N] [--cpu-devices N] [--skip-rss]
 """
 
 from __future__ import annotations
@@ -42,30 +49,38 @@ class _Clock:
         return float(np.min(np.diff(self.times)[1:])) if len(self.times) > 2 else float(np.diff(self.times)[-1])
 
 
-def ensemble64(quick: bool) -> dict:
+def ensemble64(quick: bool, members: int | None = None) -> dict:
     import jax
 
     import jdense
 
-    members, samples, rounds, epochs = (8, 2000, 2, 3) if quick else (64, 16000, 3, 4)
+    default, samples, rounds, epochs = (8, 2000, 2, 3) if quick else (64, 16000, 3, 4)
+    members = members or default
     rng = np.random.default_rng(0)
     x = rng.normal(size=(samples, 64)).astype(np.float32)
     y = rng.integers(0, 10, samples).astype(np.int32)
     net = jdense.mlp([64, 32, 10])
     steps = -(-samples // 32)
     kw = dict(loss="cross_entropy", batch_size=32, key=jax.random.key(1), verbose=0, epochs=epochs)
-    single, population = [], []
+    single, population, one_device = [], [], []
+    devices = jax.device_count()
     for _ in range(rounds):
         clock = _Clock()
         jdense.fit(net, net.init(jax.random.key(0)), x, y, optimizer=jdense.optimizer(net), callbacks=[clock], **kw)
         single.append(clock.best())
         clock = _Clock()
-        jdense.fit_population(net, x, y, members=members, callbacks=[clock], **kw)
+        jdense.fit_population(net, x, y, members=members, callbacks=[clock], **kw)  # every device
         population.append(clock.best())
+        if devices > 1:
+            clock = _Clock()
+            jdense.fit_population(net, x, y, members=members, devices=1, callbacks=[clock], **kw)
+            one_device.append(clock.best())
     one = steps / min(single)
     pop = members * steps / min(population)
+    pop1 = members * steps / min(one_device) if one_device else pop
     return {"members": members, "samples": samples, "fit_steps_per_s": one, "population_member_steps_per_s": pop,
-            "ratio": pop / one}
+            "ratio": pop / one, "devices": devices, "population_member_steps_per_s_one_device": pop1,
+            "ratio_one_device": pop1 / one, "platform": jax.devices()[0].platform}
 
 
 def sweep32(quick: bool) -> dict:
@@ -108,6 +123,7 @@ def sweep32(quick: bool) -> dict:
 _RSS_CHILD = """
 import resource, sys, jax, numpy as np, jdense
 members, samples = int(sys.argv[1]), int(sys.argv[2])
+jdense.cpu_devices()  # as the user runs it: one CPU device per core
 rng = np.random.default_rng(0)
 x = rng.normal(size=(samples, 64)).astype(np.float32); y = rng.integers(0, 10, samples).astype(np.int32)
 net = jdense.mlp([64, 32, 10])
@@ -140,9 +156,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--members", type=int, help="ensemble size (default 64; e.g. 1024 on a GPU)")
+    parser.add_argument("--cpu-devices", type=int, help="CPU devices for JAX (default: one per core)")
+    parser.add_argument("--skip-rss", action="store_true", help="leave out the peak-memory subprocesses")
     args = parser.parse_args()
-    out = {"ensemble64": ensemble64(args.quick), "sweep32": sweep32(args.quick), "rss": rss(args.quick),
-           "self_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    import jdense
+
+    jdense.cpu_devices(args.cpu_devices)  # before any JAX operation: one CPU device per core (GPUs unaffected)
+    out = {"ensemble64": ensemble64(args.quick, args.members), "sweep32": sweep32(args.quick)}
+    if not args.skip_rss:
+        out["rss"] = rss(args.quick)
+    out["self_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out, indent=2))
     if args.json:
         with open(args.json, "w") as f:
