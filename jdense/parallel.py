@@ -484,6 +484,13 @@ def member_layout(devices: Any, count: int, *, mesh: Mesh | None = None, what: s
             )
         return MemberLayout(count, count)
     chosen = member_devices(devices, what)
+    if jax.process_count() > 1:
+        missing = sorted(set(range(jax.process_count())) - {d.process_index for d in chosen})
+        if missing:
+            raise ValueError(f"{what}: devices={devices!r} has no device of process(es) {missing}; in a multi-process run "
+                             "every process trains some members: pass devices=None (every device) or a list with devices of each.")
+    elif count < len(chosen):  # no device of its own for padding members only
+        chosen = chosen[:count]
     if len(chosen) == 1 and chosen[0] == jax.local_devices()[0]:
         return MemberLayout(count, count)
     padded = -(-count // len(chosen)) * len(chosen)

@@ -68,6 +68,8 @@ def devices(out: str) -> None:
         report["after_error"] = ""
     except RuntimeError as err:
         report["after_error"] = str(err)
+    one, five = parallel.member_layout(None, 1), parallel.member_layout(None, 5)
+    report["layouts"] = np.asarray([one.padded, one.mesh is None, five.padded, five.mesh.shape[parallel.MEMBERS]])
     for name, m in (("odd", members), ("even", members[:4])):  # 5 members: one padding member on device 1
         seen = Seen()
         spread = jdense.fit_population(net, x, y, members=m, **{**kw, "callbacks": [*kw["callbacks"], seen]})

@@ -114,6 +114,7 @@ def test_spread_population_equals_one_device(reports, name):
 
 def test_padding_never_reaches_callbacks_or_results(reports):
     r = reports[0]
+    assert r["layouts"].tolist() == [1, 1, 6, 2]  # 1 member: one device, no padding; 5 members: 3 a device
     assert r["odd_seen"].tolist() == [5] and r["even_seen"].tolist() == [4]
     assert r["odd_spread_params['dense_0']['w']"].shape[0] == 5
     assert r["odd_spread_predict"].shape[0] == 5 and r["odd_spread_evaluate"].shape == (5,)
