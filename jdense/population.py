@@ -360,9 +360,7 @@ def fit_population(
     spec = train._training_spec(
         member_net, per_sample, metric_objs, tx, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
         mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None)
-    run_epoch = _training(spec)
-    if layout.mesh is not None:
-        run_epoch = _spread_training((spec, layout.mesh))
+    run_epoch = _training(spec) if layout.mesh is None else _spread_training((spec, layout.mesh))
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state = layout.place((params, opt_state, state))  # split over the devices' member axis
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), shared)
@@ -435,15 +433,20 @@ def fit_population(
     if best_params is not None:  # members that improved at least once get their best epoch back
         params, state = best_params, best_state
     hist = {k: np.stack(v) for k, v in history.items()}
+    return _result(layout, gather, (params, opt_state, state), hist, ran, members)
+
+
+def _result(layout: parallel.MemberLayout, gather: bool, trees: tuple, history, epochs, members) -> PopulationResult:
+    """The result; a spread population's members gathered onto one device, or (``gather=False``, several
+    processes) this process's own members only, with their indices."""
     if layout.mesh is None:
-        return PopulationResult(params, opt_state, state, hist, ran, members)
+        return PopulationResult(*trees, history, epochs, members)
     local = not gather and jax.process_count() > 1
-    params, opt_state, state = layout.gather((params, opt_state, state), local=local)
+    trees = layout.gather(trees, local=local)
     if not local:
-        return PopulationResult(params, opt_state, state, hist, ran, members)
+        return PopulationResult(*trees, history, epochs, members)
     mine = layout.local_indices()
-    return PopulationResult(params, opt_state, state, {k: v[:, mine] for k, v in hist.items()}, ran[mine],
-                            [members[i] for i in mine], mine)
+    return PopulationResult(*trees, {k: v[:, mine] for k, v in history.items()}, epochs[mine], [members[i] for i in mine], mine)
 
 
 @functools.partial(jax.jit, static_argnums=0)
