@@ -40,6 +40,19 @@ _FEATURES = {
 }
 
 
+# Optional dependencies a page may use: a block that needs one that is not installed is skipped.
+_OPTIONAL = {"torch", "tensorboardX", "grain", "onnx", "onnxruntime", "matplotlib", "sklearn"}
+
+
+def _missing_optional(error):
+    """The optional module whose absence caused ``error`` (also when re-raised with an install hint), or None."""
+    while error is not None:
+        if isinstance(error, ImportError) and error.name in _OPTIONAL:
+            return error.name
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _blocks():
     """(page, line, code, marker kind, marker text) for every ```python block."""
     found = []
@@ -87,11 +100,15 @@ def test_block_runs(block, tmp_path, monkeypatch):
         missing = [feature for feature in why.split() if not _FEATURES[feature]()]
         if missing:
             pytest.skip(f"needs {', '.join(missing)}, not in this tree yet")
-    pytest.importorskip("sklearn")  # the digits and the examples' extras
     monkeypatch.chdir(tmp_path)
     name = f"{page.relative_to(ROOT)}:{line}"
     try:
         exec(compile("\n" * line + code, name, "exec"), {"__name__": "__docs__"})
+    except ImportError as error:
+        missing = _missing_optional(error)
+        if missing is None:
+            raise
+        pytest.skip(f"{name} needs the optional dependency {missing}, not installed here")
     finally:
         if "matplotlib.pyplot" in sys.modules:
             sys.modules["matplotlib.pyplot"].close("all")
