@@ -1,9 +1,11 @@
 """Griffe extension: read jdense's docstring conventions as Google-style sections.
 
 jdense's docstrings head their doctests ``Example:`` (griffe's Google parser knows only
-``Examples:``, and would render the doctest as prose) and document parameters that share
-a description together, ``x, y: training data``. This rewrites both before griffe parses
-the docstring, so the API reference shows a code block and one row per parameter.
+``Examples:``, and would render the doctest as prose), document parameters that share a
+description together (``x, y: training data``) and name other objects with Sphinx roles
+(``:func:`fit` ``, which Markdown shows as a stray ``:func:`` and which breaks a Returns line
+such as ``A :class:`Checkpoint` ...`` into a name and a type). This rewrites the three
+before griffe parses the docstring: a code block, one row per parameter, plain code.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import griffe
 
+_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|const):(?=`)")
+_RST_LINK = re.compile(r"`([^`<>]+?)\s*<(https?://[^>]+)>`_")
 _EXAMPLE = re.compile(r"^(\s*)Example:\s*$", re.M)
 _ARGS = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
 _GROUP = re.compile(r"^\s*((?:\*{0,2}\w+\s*,\s*)+\*{0,2}\w+)\s*:\s?(.*)$", re.S)
@@ -42,11 +46,14 @@ def _split_groups(text: str) -> str:
                 items.append([line])
             i += 1
         for item in items:
+            blank = []
+            while len(item) > 1 and not item[-1].strip():
+                blank.insert(0, item.pop())
             first = item[0]
             head = "\n".join(item)
             match = _GROUP.match(head) if first.strip() and ":" not in first.split(",")[0] else None
             if match is None:
-                out.extend(item)
+                out.extend(item + blank)
                 continue
             pad = " " * _indent(first)
             names = [n.strip() for n in match.group(1).split(",")]
@@ -55,12 +62,13 @@ def _split_groups(text: str) -> str:
             for name in names:
                 out.append(f"{pad}{name}: {body[0]}")
                 out.extend(body[1:])
+            out.extend(blank)
     return "\n".join(out)
 
 
 def normalize(text: str) -> str:
-    """The docstring with ``Example:`` read as ``Examples:`` and grouped parameters split."""
-    return _split_groups(_EXAMPLE.sub(r"\1Examples:", text))
+    """The docstring with ``Example:`` read as ``Examples:``, grouped parameters split, roles dropped, reST links as Markdown."""
+    return _split_groups(_EXAMPLE.sub(r"\1Examples:", _RST_LINK.sub(r"[\1](\2)", _ROLE.sub("", text))))
 
 
 class JdenseDocstrings(griffe.Extension):

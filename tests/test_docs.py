@@ -7,6 +7,7 @@ a block must import what it uses. A block that cannot run here is preceded by th
 feature exists, and runs from then on.
 """
 
+import importlib.util
 import inspect
 import pathlib
 import re
@@ -148,7 +149,52 @@ def test_api_reference_covers_every_public_name(site):
         obj = getattr(jdense, name)
         home = obj.__name__ if inspect.ismodule(obj) else f"{obj.__module__}.{name}"
         if home not in ids and f"jdense.{name}" not in ids:
-            missing.append(name)
-    assert not missing, f"no entry in the API reference (docs/api/) for {missing}"
+            module = home if inspect.ismodule(obj) else obj.__module__
+            missing.append(f"{name} (list it under members: in docs/api/{module.split('.')[-1]}.md, "
+                           f"or make that page, '::: {module}', and add it to mkdocs.yml's nav)")
+    assert not missing, "not in the API reference: " + "; ".join(missing)
     for module in ("jdense.data", "jdense.parallel"):
         assert module in ids, f"no API page for {module}"
+
+
+def test_docstring_conventions_are_read_as_google_sections():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("_griffe_jdense", ROOT / "docs" / "_griffe_jdense.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = textwrap.dedent("""\
+        Train on :func:`fit`'s data, see `safetensors <https://example.org/st>`_.
+
+        Args:
+          x, y: the data.
+          loss, epochs,
+            key: as in fit,
+            continued.
+
+        Returns:
+          A :class:`Checkpoint`.
+
+        Example:
+          >>> 1 + 1
+          2
+        """)
+    assert module.normalize(text) == textwrap.dedent("""\
+        Train on `fit`'s data, see [safetensors](https://example.org/st).
+
+        Args:
+          x: the data.
+          y: the data.
+          loss: as in fit,
+            continued.
+          epochs: as in fit,
+            continued.
+          key: as in fit,
+            continued.
+
+        Returns:
+          A `Checkpoint`.
+
+        Examples:
+          >>> 1 + 1
+          2
+        """)
