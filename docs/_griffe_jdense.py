@@ -2,7 +2,7 @@
 
 jdense's docstrings head their doctests ``Example:`` (griffe's Google parser knows only
 ``Examples:``, and would render the doctest as prose), document parameters that share a
-description together (``x, y: training data``) and name other objects with Sphinx roles
+description together (``x, y: training data``, in Args and Attributes) and name other objects with Sphinx roles
 (``:func:`fit` ``, which Markdown shows as a stray ``:func:`` and which breaks a Returns line
 such as ``A :class:`Checkpoint` ...`` into a name and a type). This rewrites the three
 before griffe parses the docstring: a code block, one row per parameter, plain code.
@@ -18,7 +18,7 @@ import griffe
 _ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|const):(?=`)")
 _RST_LINK = re.compile(r"`([^`<>]+?)\s*<(https?://[^>]+)>`_")
 _EXAMPLE = re.compile(r"^(\s*)Example:\s*$", re.M)
-_ARGS = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
+_ARGS = re.compile(r"^\s*(Args|Arguments|Parameters|Attributes):\s*$")
 _GROUP = re.compile(r"^\s*((?:\*{0,2}\w+\s*,\s*)+\*{0,2}\w+)\s*:\s?(.*)$", re.S)
 
 
