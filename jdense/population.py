@@ -213,6 +213,18 @@ def _spread_training(key):
     return jax.jit(local, donate_argnums=(1, 2, 3), compiler_options=_compiler_options(mesh))
 
 
+@functools.lru_cache(maxsize=programs.CACHE_SIZE)
+def _init(net: Sequential) -> Callable:
+    """``net.init`` compiled as the population's epoch is (LLVM level 1 on CPU): bitwise the same params.
+
+    Its random-number kernels dominate the compile time, which level 1 halves (measured 2.0 s ->
+    0.95 s for 64-128-64-10 on the 2-core CPU); it runs once per member, so its speed does not
+    matter. Every initializer, float32 and bfloat16, gave identical arrays at both levels.
+    """
+    options = _compiler_options(None)
+    return net.init if options is None else jax.jit(net.init, compiler_options=options)
+
+
 @jax.jit
 def _select(mask, new, old):
     """Per member: ``new`` where ``mask`` else ``old`` (the best params of EarlyStopping(restore_best))."""
@@ -333,7 +345,7 @@ def fit_population(
 
     # The members' starting points: params, a template of the optimizer state, the network state.
     # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
-    params = _stack([net.init(jax.random.key(m["seed"])) for m in members])
+    params = _stack([_init(net)(jax.random.key(m["seed"])) for m in members])
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
     one_template, hyper = programs.initial_opt_state(tx, shapes)
     values = {k: [] for k in hyper}

@@ -176,3 +176,24 @@ def test_importing_jdense_changes_no_jax_setting():
     code = "import jax; before = dict(jax.config.values); import jdense; print(before == dict(jax.config.values))"
     out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr
+
+
+_INIT_CHECK = """
+import jax, numpy as np, jdense
+net = jdense.Sequential([jdense.Dense(7, 33, initializer="he_normal"), jdense.Dense(33, 9, initializer="glorot_normal"),
+                         jdense.Dense(9, 4, activation=None, initializer="orthogonal")])
+x, y = np.zeros((8, 7), np.float32), np.zeros(8, np.int32)
+pop = jdense.fit_population(net, x, y, members=[{"learning_rate": 0.0, "seed": s} for s in (0, 5)], loss="cross_entropy",
+                            epochs=1, batch_size=8, key=jax.random.key(0), verbose=0)
+print(all(np.array_equal(np.asarray(a[i]), np.asarray(b)) for i, s in enumerate((0, 5))
+          for a, b in zip(jax.tree.leaves(pop.params), jax.tree.leaves(net.init(jax.random.key(s))))))
+"""
+
+
+def test_members_start_bitwise_from_net_init_at_xlas_default_level():
+    """The population compiles its members' init at LLVM level 1 (faster to compile); the params must be net.init's bitwise.
+
+    Run without the suite's XLA_FLAGS (which lower every level and so would hide a difference)."""
+    env = {**_env(), "XLA_FLAGS": ""}
+    out = subprocess.run([sys.executable, "-c", _INIT_CHECK], env=env, capture_output=True, text=True, timeout=180)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
