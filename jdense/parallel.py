@@ -465,6 +465,22 @@ class MemberLayout:
         return jax.device_put(jax.tree.map(mine, tree), target)
 
 
+def spread_members(fn, mesh: Mesh, in_axes: Sequence[int | None], **jit_options: Any):
+    """``jax.jit`` of ``jax.vmap(fn, in_axes)`` with the member axis split over ``mesh``'s :data:`MEMBERS` axis.
+
+    Arguments vmapped on axis 0 are split over the devices, the others (``None``) replicated;
+    every output has the member axis and is split likewise. Each device runs the vmapped
+    ``fn`` on its own members (``jax.shard_map``): no communication. ``jit_options`` go to
+    ``jax.jit`` (``donate_argnums``, ``compiler_options``).
+    """
+    split, whole = P(MEMBERS), P()
+    if any(a not in (0, None) for a in in_axes):
+        raise ValueError(f"spread_members: in_axes must be 0 (a member axis) or None (shared), got {tuple(in_axes)}.")
+    specs = tuple(split if a == 0 else whole for a in in_axes)
+    body = jax.shard_map(jax.vmap(fn, in_axes=tuple(in_axes)), mesh=mesh, in_specs=specs, out_specs=split, check_vma=False)
+    return jax.jit(body, **jit_options)
+
+
 def member_layout(devices: Any, count: int, *, mesh: Mesh | None = None, what: str = "fit_population") -> MemberLayout:
     """Where a population of ``count`` members trains: spread over ``devices`` (see :func:`member_devices`).
 

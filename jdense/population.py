@@ -207,10 +207,8 @@ def _spread_training(key):
     """The population's epoch with its members split over ``mesh``'s ``"members"`` axis: each device runs
     :func:`_training`'s vmapped epoch on its own members (``jax.shard_map``: no communication inside)."""
     spec, mesh = key
-    members, shared = jax.sharding.PartitionSpec(parallel.MEMBERS), jax.sharding.PartitionSpec()
-    epoch = jax.vmap(functools.partial(_member_epoch, spec), in_axes=(0, 0, 0, 0) + (None,) * 9)
-    local = jax.shard_map(epoch, mesh=mesh, in_specs=(members,) * 4 + (shared,) * 9, out_specs=members, check_vma=False)
-    return jax.jit(local, donate_argnums=(1, 2, 3), compiler_options=_compiler_options(mesh))
+    return parallel.spread_members(functools.partial(_member_epoch, spec), mesh, (0, 0, 0, 0) + (None,) * 9,
+                                   donate_argnums=(1, 2, 3), compiler_options=_compiler_options(mesh))
 
 
 @functools.lru_cache(maxsize=programs.CACHE_SIZE)
