@@ -468,15 +468,20 @@ class MemberLayout:
 def spread_members(fn, mesh: Mesh, in_axes: Sequence[int | None], **jit_options: Any):
     """``jax.jit`` of ``jax.vmap(fn, in_axes)`` with the member axis split over ``mesh``'s :data:`MEMBERS` axis.
 
-    Arguments vmapped on axis 0 are split over the devices, the others (``None``) replicated;
+    Arguments vmapped on axis 0 are split over the devices, the others (``None``) replicated
+    (``in_axes`` may nest, as ``jax.vmap``'s: a tuple argument with an axis per element);
     every output has the member axis and is split likewise. Each device runs the vmapped
     ``fn`` on its own members (``jax.shard_map``): no communication. ``jit_options`` go to
     ``jax.jit`` (``donate_argnums``, ``compiler_options``).
     """
     split, whole = P(MEMBERS), P()
-    if any(a not in (0, None) for a in in_axes):
-        raise ValueError(f"spread_members: in_axes must be 0 (a member axis) or None (shared), got {tuple(in_axes)}.")
-    specs = tuple(split if a == 0 else whole for a in in_axes)
+
+    def spec(axis):
+        if axis not in (0, None):
+            raise ValueError(f"spread_members: in_axes must be 0 (a member axis) or None (shared), got {tuple(in_axes)}.")
+        return split if axis == 0 else whole
+
+    specs = jax.tree.map(spec, tuple(in_axes), is_leaf=lambda a: a is None)  # nested as vmap's in_axes (e.g. a tuple argument)
     body = jax.shard_map(jax.vmap(fn, in_axes=tuple(in_axes)), mesh=mesh, in_specs=specs, out_specs=split, check_vma=False)
     return jax.jit(body, **jit_options)
 

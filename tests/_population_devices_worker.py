@@ -9,6 +9,7 @@ loopback processes (``jdense.parallel.initialize``, one CPU device each) trainin
 population spread over the devices of every process; gathered, and kept per process.
 """
 
+import inspect
 import sys
 
 import numpy as np
@@ -83,6 +84,12 @@ def devices(out: str) -> None:
             report[f"{name}_{tag}_evaluate"] = np.asarray(jdense.evaluate(
                 net, pop.params, x[:30], y[:30], loss="cross_entropy", state=pop.state, population=True)["loss"])
             report[f"{name}_{tag}_ensemble"] = jdense.ensemble_predict(net, pop.params, x[:30], state=pop.state)
+    if "sample_weight" in inspect.signature(jdense.fit_population).parameters:  # a row of weights per member (folds)
+        rng = np.random.default_rng(1)
+        w, wv = (rng.random((5, 100)) < 0.7).astype(np.float32), (rng.random((5, 30)) < 0.5).astype(np.float32)
+        weighted = {**kw, "sample_weight": w, "validation_data": (x[:30], y[:30], wv)}
+        report.update(result("weighted_spread_", jdense.fit_population(net, x, y, members=members, **weighted)))
+        report.update(result("weighted_one_", jdense.fit_population(net, x, y, members=members, devices=1, **weighted)))
     spread = jdense.fit_population(net, x, y, members=members, **{**kw, "validation_data": None})
     path = jdense.save(f"{out}.safetensors", spread.params, spread.opt_state, state=spread.state)
     back = jdense.load(path, like={"params": spread.params, "opt_state": spread.opt_state, "state": spread.state})

@@ -112,6 +112,15 @@ def test_spread_population_equals_one_device(reports, name):
     assert set(r[f"{name}_on"]) == {"cpu:0"}  # results gathered onto one device, as a one-device run returns them
 
 
+def test_per_member_weights_on_spread_members(reports):
+    """sample_weight (members, n) and validation weights (members, n_val): the padding member gets a copy of a row."""
+    r = reports[0]
+    if "weighted_spread_epochs" not in r:
+        pytest.skip("this fit_population has no per-member sample_weight")
+    _close(r, "weighted_spread_", "weighted_one_")
+    assert r["weighted_spread_history_val_loss"].shape[1] == 5
+
+
 def test_padding_never_reaches_callbacks_or_results(reports):
     r = reports[0]
     assert r["layouts"].tolist() == [1, 1, 6, 2]  # 1 member: one device, no padding; 5 members: 3 a device
