@@ -191,13 +191,15 @@ def _compiler_options(mesh) -> dict[str, Any] | None:
 
 
 @programs._cached
-def _training(key: tuple[programs.Training, bool]):
+def _training(key: tuple[programs.Training, bool, bool]):
     """The population's epoch: :func:`programs._epoch` vmapped over the member axis, the data shared.
 
-    ``key = (spec, per_member_weights)``: with per-member weights the step mask has a member axis.
+    ``key = (spec, per_member_weights, per_member_validation)``: with per-member weights the step
+    mask has a member axis; with per-member validation weights, the validation mask has one.
     """
-    spec, per_member = key
-    axes = (0, 0, 0, 0) + (None,) * 3 + (0 if per_member else None,) + (None,) * 5
+    spec, per_member, per_member_val = key
+    val_axes = (None, None, None, 0) if per_member_val else None
+    axes = (0, 0, 0, 0) + (None,) * 3 + (0 if per_member else None,) + (None,) * 4 + (val_axes,)
     return jax.jit(jax.vmap(functools.partial(_member_epoch, spec), in_axes=axes), donate_argnums=(1, 2, 3),
                    compiler_options=_compiler_options(spec.mesh))
 
@@ -292,6 +294,8 @@ def fit_population(
       sample_weight: ``(n,)`` weights shared by the members, as in :func:`jdense.fit`, or
         ``(members, n)``: a row of weights per member (0: the member never sees that row;
         e.g. cross-validation folds). Member ``i`` trains as ``fit(..., sample_weight=w[i])``.
+        Likewise a triple ``validation_data=(x_val, y_val, w_val)`` with ``w_val`` of shape
+        ``(members, n_val)`` judges each member on its own validation rows.
       **optimizer_options: keyword options of :func:`jdense.optimizer`, e.g. ``clip_norm=1.0``.
 
     Returns:
@@ -333,6 +337,10 @@ def fit_population(
     out_shape = train._output_shape(net, jax.eval_shape(net.init, jax.random.key(0)), net.init_state(), x)
     train._check_labels(loss, y, out_shape, "fit_population")
     cw = train._class_weights(class_weight, out_shape)
+    val_w = None  # (members, n_val) validation weights: each member judged on its own rows
+    if isinstance(validation_data, tuple | list) and len(validation_data) == 3 and np.ndim(validation_data[2]) == 2:
+        val_w = _member_weights(validation_data[2], n_members, train._as_data(validation_data[0], None, "fit_population")[0])
+        validation_data = tuple(validation_data[:2])
     checked_val = train._validation(validation_data, loss, out_shape, "fit_population(validation_data)")
     callbacks = train._callbacks(callbacks, metric_objs, validation_data is not None)
     stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
@@ -369,11 +377,14 @@ def fit_population(
 
     run_epoch = _training((train._training_spec(
         member_net, per_sample, metric_objs, tx, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
-        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None), sw is not None and sw.ndim == 2))
+        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None), sw is not None and sw.ndim == 2,
+        val_w is not None))
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
     x_dev, y_dev = parallel.device_data((x, y), mesh, "fit_population")
     val = train._device_validation(checked_val, batch, mesh, "fit_population(validation_data)")
+    if val_w is not None:
+        val = (*val[:3], parallel.place(np.asarray(val[3])[None] * val_w[:, np.asarray(val[2])], mesh))
     width = train._width(out_shape)
     key_dev = parallel.place(key, mesh)
 

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 import time
 import warnings
@@ -316,4 +315,268 @@ class DenseRegressor(RegressorMixin, _DenseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        return tags
+
+
+def _structure(estimator: _DenseEstimator) -> str:
+    """What splits a grid into populations: every parameter that is not a member value."""
+    return repr(sorted((k, v) for k, v in estimator.get_params().items() if k not in VALUES))
+
+
+def _fitted_like(template: _DenseEstimator, candidate: _DenseEstimator) -> _DenseEstimator:
+    """A copy of ``candidate`` with the data attributes ``template`` learned in ``validate_data``/targets."""
+    member = clone(candidate)
+    for name in ("n_features_in_", "feature_names_in_", "classes_", "_encoder", "_one_d"):
+        if hasattr(template, name):
+            setattr(member, name, getattr(template, name))
+    return member
+
+
+def _search_has(method: str):
+    return lambda self: hasattr(self.best_estimator_ if hasattr(self, "best_estimator_") else self.estimator, method)
+
+
+class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
+    """``GridSearchCV`` over a :class:`DenseClassifier`/:class:`DenseRegressor`, trained as populations.
+
+    Every candidate x fold is a member of one :func:`jdense.fit_population`: its
+    ``learning_rate``, ``lambda_``, ``l1``, ``dropout`` and ``random_state`` (the init seed) are
+    member values, and its fold is its row of per-member sample weights (0 on the rows it
+    must not see: its test fold, and with ``early_stopping`` its validation rows, which are
+    drawn from its own training rows as the estimator's ``fit`` draws them). Candidates that
+    differ in any other parameter (``hidden``, ``activation``, ``optimizer``, ``batch_size``,
+    ``epochs``, ``early_stopping``, ...) go to separate populations. Each member is scored
+    with the scikit-learn scorer on its test fold, from one ``jdense.predict(...,
+    population=True)`` of the whole population.
+
+    The search finds what ``GridSearchCV(estimator, param_grid, cv=cv)`` finds up to the
+    batches: members share one batch order over all rows, with ``batch_size`` scaled by
+    ``rows / training rows`` so that each member still sees about ``batch_size`` of its own
+    rows per step, and the same number of steps per epoch. A classifier's members all have
+    an output for every class of ``y`` (a fold that misses a class still has its output).
+
+    Args:
+      estimator: a :class:`DenseClassifier` or :class:`DenseRegressor` (its parameters are
+        the defaults of every candidate).
+      param_grid: a dict of parameter name -> list of values, or a list of such dicts.
+      cv: the number of folds (``KFold``, or ``StratifiedKFold`` for a classifier), a
+        splitter, or an iterable of ``(train, test)`` index arrays.
+      scoring: None (the estimator's ``score``), a scorer name such as ``"accuracy"`` or
+        ``"neg_log_loss"``, or a callable ``scorer(estimator, X, y)``.
+      refit: refit the best candidate on all rows as ``best_estimator_`` (one ``jdense.fit``).
+      verbose: 1 prints one line per population, 2 also shows its progress bar.
+
+    Attributes:
+      cv_results_: as ``GridSearchCV``'s: ``params``, ``param_<name>``, ``split<k>_test_score``,
+        ``mean_test_score``, ``std_test_score``, ``rank_test_score``, ``mean_fit_time`` (a
+        population's time shared by its members), ``std_fit_time``, ``mean_score_time``,
+        ``std_score_time``.
+      best_index_, best_params_, best_score_, best_estimator_, n_splits_, scorer_,
+      refit_time_, populations_ (how many populations trained).
+
+    Example:
+      >>> search = PopulationSearchCV(DenseClassifier(epochs=30), {"learning_rate": [1e-3, 1e-2],
+      ...                             "lambda_": [0.0, 1e-3]}, cv=5).fit(x, y)
+      >>> search.best_params_, search.best_score_
+    """
+
+    def __init__(self, estimator, param_grid, *, cv=5, scoring=None, refit=True, verbose=0):
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.cv = cv
+        self.scoring = scoring
+        self.refit = refit
+        self.verbose = verbose
+
+    def _check(self):
+        if not isinstance(self.estimator, _DenseEstimator):
+            raise TypeError("PopulationSearchCV: estimator must be a jdense.sklearn.DenseClassifier or DenseRegressor, "
+                            f"got {type(self.estimator).__name__}; for other estimators use sklearn's GridSearchCV.")
+        if isinstance(self.scoring, list | tuple | set | dict):
+            raise TypeError(f"PopulationSearchCV: scoring must be one scorer name or callable, got {self.scoring!r}; "
+                            "several metrics at once are not supported.")
+        _checks.boolean("PopulationSearchCV: refit", self.refit)
+        if isinstance(self.verbose, bool) or not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
+            raise ValueError(f"PopulationSearchCV: verbose must be an int >= 0, got {self.verbose!r}.")
+        if isinstance(self.param_grid, Mapping | Sequence) and not isinstance(self.param_grid, str) and not self.param_grid:
+            raise ValueError("PopulationSearchCV: param_grid is empty; give it a dict such as {'learning_rate': [1e-3, 1e-2]}.")
+        candidates = list(ParameterGrid(self.param_grid))  # sklearn's checks of the grid's form
+        estimators = [clone(self.estimator).set_params(**params) for params in candidates]  # unknown names raise
+        for est in estimators:
+            est._check_params()
+        return candidates, estimators
+
+    def fit(self, X, y, sample_weight=None, *, groups=None):
+        """Run the search: one :func:`jdense.fit_population` per structure, then refit the best candidate.
+
+        Args:
+          X, y: the data, as for the estimator's ``fit``.
+          sample_weight: optional ``(n,)`` weights of the training loss (scores are unweighted,
+            as ``GridSearchCV``'s without metadata routing).
+          groups: group labels for a group splitter such as ``GroupKFold``.
+
+        Returns:
+          ``self``.
+        """
+        candidates, estimators = self._check()
+        self.scorer_ = check_scoring(self.estimator, scoring=self.scoring)
+        self.multimetric_ = False
+        data = clone(self.estimator)
+        X_in, y_in = X, y
+        X, y = validate_data(data, X, y, dtype=np.float32, **data._validate_kwargs)
+        y_raw = y
+        y, width = data._targets(y, reset=True)
+        n = X.shape[0]
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, np.float32)
+            if sample_weight.shape != (n,):
+                raise ValueError(f"sample_weight must have one weight per sample, shape ({n},), got {sample_weight.shape}.")
+        splits = [(np.asarray(tr), np.asarray(te))
+                  for tr, te in check_cv(self.cv, y_raw, classifier=is_classifier(self.estimator)).split(X, y_raw, groups)]
+        self.n_splits_ = len(splits)
+
+        populations: dict[str, list[int]] = {}
+        for i, est in enumerate(estimators):
+            populations.setdefault(_structure(est), []).append(i)
+        n_candidates = len(candidates)
+        scores = np.full((n_candidates, self.n_splits_), np.nan)
+        fit_times = np.zeros((n_candidates, self.n_splits_))
+        score_times = np.zeros((n_candidates, self.n_splits_))
+        for p, indices in enumerate(populations.values()):
+            start = time.perf_counter()
+            group = [estimators[i] for i in indices]
+            members, outputs = self._fit_population(data, group, X, y, width, sample_weight, splits)
+            seconds = time.perf_counter() - start
+            fit_times[indices] = seconds / (len(indices) * self.n_splits_)
+            if self.verbose:
+                print(f"PopulationSearchCV: population {p + 1}/{len(populations)}: {len(indices)} candidates x "
+                      f"{self.n_splits_} folds = {len(indices) * self.n_splits_} members in {seconds:.1f} s")
+            for j, (g, k) in enumerate(members):
+                start, i = time.perf_counter(), indices[g]
+                member = _fitted_like(data, estimators[i])
+                member.net_, member.params_ = outputs["net"], jax.tree.map(lambda a, j=j: a[j], outputs["params"])
+                member.history_ = {key: [float(v) for v in h[: outputs["epochs"][j], j]]
+                                   for key, h in outputs["history"].items()}
+                member.n_iter_ = int(outputs["epochs"][j])
+                test = splits[k][1]
+                x_test = X[test]
+                member._cached_outputs = (x_test, outputs["outputs"][j, test])
+                scores[i, k] = self.scorer_(member, x_test, y_raw[test])
+                score_times[i, k] = time.perf_counter() - start
+        self.populations_ = len(populations)
+        self.cv_results_ = self._results(candidates, scores, fit_times, score_times)
+        self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
+        self.best_params_ = candidates[self.best_index_]
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        if self.refit:
+            start = time.perf_counter()
+            self.best_estimator_ = clone(self.estimator).set_params(**self.best_params_).fit(X_in, y_in, sample_weight)
+            self.refit_time_ = time.perf_counter() - start
+        return self
+
+    def _fit_population(self, data, group, X, y, width, sample_weight, splits):
+        """Train ``group`` (candidates of one structure) x folds as one population; their outputs on every row."""
+        first = group[0]
+        n = X.shape[0]
+        dropout = any(est.dropout > 0 for est in group)
+        l1 = any(est.l1 > 0 for est in group)
+        net = first._network(X.shape[1], width, max(est.dropout for est in group), 0.0)
+        weights, val_weights, members, specs = [], [], [], []
+        for i, est in enumerate(group):
+            init_seed, _, split_seed = _seeds(est.random_state)
+            for k, (train_rows, _) in enumerate(splits):
+                rows, w_val = train_rows, np.zeros(n, np.float32)
+                if est.early_stopping:  # validation rows from the member's own training rows, as fit draws them
+                    rows, val_rows = _validation_rows(train_rows, data._stratify(y[train_rows]), est.validation_fraction,
+                                                      split_seed)
+                    w_val[val_rows] = 1.0 if sample_weight is None else sample_weight[val_rows]
+                w = np.zeros(n, np.float32)
+                w[rows] = 1.0 if sample_weight is None else sample_weight[rows]
+                weights.append(w)
+                val_weights.append(w_val)
+                member = {"seed": init_seed, "learning_rate": float(est.learning_rate), "lambda_": float(est.lambda_)}
+                member.update({"dropout": float(est.dropout)} if dropout else {})
+                member.update({"l1": float(est.l1)} if l1 else {})
+                specs.append(member)
+                members.append((i, k))
+        weights = np.stack(weights)
+        fit_rows = float(np.mean([np.count_nonzero(w) for w in weights]))
+        own_batch = min(int(first.batch_size), int(fit_rows))  # what the estimator's fit would use (clipped)
+        batch = min(n, max(1, round(own_batch * n / fit_rows)))
+        stop = first.early_stopping
+        pop = fit_population(
+            net, X, y, members=specs, loss=first._loss, optimizer=first.optimizer, epochs=int(first.epochs),
+            batch_size=batch, key=jax.random.key(_seeds(first.random_state)[1]), sample_weight=weights,
+            validation_data=(X, y, np.stack(val_weights)) if stop else None, metrics=[],
+            callbacks=[EarlyStopping("val_loss", patience=int(first.patience), restore_best=True)] if stop else [],
+            verbose=int(self.verbose > 1))
+        outputs = {"net": net, "params": pop.params, "history": pop.history, "epochs": pop.epochs,
+                   "outputs": _predict(net, pop.params, X, population=True)}
+        return members, outputs
+
+    def _results(self, candidates, scores, fit_times, score_times) -> dict[str, Any]:
+        """``cv_results_`` laid out as ``GridSearchCV``'s (ranks: best 1, ties share the lowest, NaN last)."""
+        results: dict[str, Any] = {
+            "mean_fit_time": fit_times.mean(axis=1), "std_fit_time": fit_times.std(axis=1),
+            "mean_score_time": score_times.mean(axis=1), "std_score_time": score_times.std(axis=1),
+        }
+        names = sorted({name for params in candidates for name in params})
+        for name in names:
+            column = np.ma.MaskedArray(np.empty(len(candidates), dtype=object), mask=True)
+            for i, params in enumerate(candidates):
+                if name in params:
+                    column[i] = params[name]
+            results[f"param_{name}"] = column
+        results["params"] = candidates
+        for k in range(scores.shape[1]):
+            results[f"split{k}_test_score"] = scores[:, k]
+        means = scores.mean(axis=1)
+        results["mean_test_score"] = means
+        results["std_test_score"] = scores.std(axis=1)
+        if np.isnan(means).all():
+            ranks = np.ones(len(means), np.int32)
+        else:
+            ranks = rankdata(-np.nan_to_num(means, nan=np.nanmin(means) - 1), method="min").astype(np.int32)
+        results["rank_test_score"] = ranks
+        return results
+
+    # -- the best estimator's methods ---------------------------------------------------------
+    def _best(self):
+        check_is_fitted(self, "cv_results_")
+        if not self.refit:
+            raise AttributeError("this PopulationSearchCV was fit with refit=False: it has no best_estimator_ to predict "
+                                 "with; pass refit=True, or read cv_results_ and best_params_.")
+        return self.best_estimator_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "cv_results_")
+
+    @available_if(_search_has("predict"))
+    def predict(self, X):
+        """The best estimator's ``predict``."""
+        return self._best().predict(X)
+
+    @available_if(_search_has("predict_proba"))
+    def predict_proba(self, X):
+        """The best estimator's ``predict_proba`` (classifiers)."""
+        return self._best().predict_proba(X)
+
+    def score(self, X, y) -> float:
+        """The best estimator's score with the search's scorer (``scoring``, or the estimator's ``score``)."""
+        return float(self.scorer_(self._best(), X, y))
+
+    @property
+    def classes_(self):
+        return self._best().classes_
+
+    @property
+    def n_features_in_(self):
+        return self._best().n_features_in_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = self.estimator.__sklearn_tags__()
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags, tags.regressor_tags, tags.target_tags = inner.classifier_tags, inner.regressor_tags, \
+            inner.target_tags
         return tags
