@@ -39,8 +39,8 @@ except ImportError as err:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(f'jdense.sklearn needs scikit-learn >= 1.6: pip install "jdense[sklearn]" ({err}).') from None
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from scipy.special import softmax
 from scipy.stats import rankdata
 
 from jdense import _checks, optim
@@ -72,6 +72,12 @@ def _validation_rows(rows: np.ndarray, y: np.ndarray | None, fraction: float, se
         return train_test_split(rows, test_size=fraction, random_state=seed)
 
 
+def _rate_as_value(net: Sequential) -> Sequential:
+    """``net`` with each Dropout's rate a value of the network state (as in a population), not a constant of
+    the program: networks that differ only in their rates share the compiled programs."""
+    return Sequential([MemberDropout() if type(layer) is Dropout else layer for layer in net.layers])
+
+
 def _predict(net: Sequential, params, X: np.ndarray, population: bool = False) -> np.ndarray:
     """Outputs in float64, computed in blocks of ``_BLOCK`` rows (zero-padded).
 
@@ -82,7 +88,7 @@ def _predict(net: Sequential, params, X: np.ndarray, population: bool = False) -
     n = X.shape[0]
     padded = np.zeros((-(-n // _BLOCK) * _BLOCK, *X.shape[1:]), np.float32)
     padded[:n] = X
-    out = predict(net, params, padded, batch_size=_BLOCK, population=population)
+    out = predict(_rate_as_value(net), params, padded, batch_size=_BLOCK, population=population)
     return np.asarray(out, np.float64)[..., :n, :]
 
 
@@ -189,8 +195,7 @@ class _DenseEstimator(BaseEstimator):
         batch = self._batch(len(rows))
 
         net = self._network(X.shape[1], width, self.dropout, self.l1)
-        # Dropout's rate is a value of the network state (as in a population), not a constant of the program.
-        train_net = Sequential([MemberDropout() if type(layer) is Dropout else layer for layer in net.layers])
+        train_net = _rate_as_value(net)
         state = {name: {"keep": np.float32(1.0 - self.dropout)} if isinstance(layer, MemberDropout) else {}
                  for name, layer in zip(train_net.names, train_net.layers)}
         state = {k: v for k, v in state.items() if v} or None
@@ -272,7 +277,7 @@ class DenseClassifier(ClassifierMixin, _DenseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(n, classes)``, columns in ``classes_`` order (softmax of the outputs)."""
-        return np.asarray(jax.nn.softmax(jnp.asarray(self._outputs(X)), axis=-1), np.float64)
+        return softmax(self._outputs(X), axis=-1)  # in float64: rows sum to 1 to float64 rounding
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row, as a label of ``classes_``."""
