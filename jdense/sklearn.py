@@ -515,7 +515,8 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
             validation_data=(X, y, np.stack(val_weights)) if stop else None, metrics=[],
             callbacks=[EarlyStopping("val_loss", patience=int(first.patience), restore_best=True)] if stop else [],
             verbose=int(self.verbose > 1))
-        outputs = {"net": net, "params": pop.params, "history": pop.history, "epochs": pop.epochs,
+        outputs = {"net": net, "history": pop.history, "epochs": pop.epochs,
+                   "params": jax.tree.map(np.asarray, pop.params),  # sliced per member on the host
                    "outputs": _predict(net, pop.params, X, population=True)}
         return members, outputs
 
