@@ -196,9 +196,7 @@ class _DenseEstimator(BaseEstimator):
 
         net = self._network(X.shape[1], width, self.dropout, self.l1)
         train_net = _rate_as_value(net)
-        state = {name: {"keep": np.float32(1.0 - self.dropout)} if isinstance(layer, MemberDropout) else {}
-                 for name, layer in zip(train_net.names, train_net.layers)}
-        state = {k: v for k, v in state.items() if v} or None
+        state = jax.tree.map(lambda keep: np.float32(1.0 - self.dropout), train_net.init_state())  # its only values
         callbacks = [EarlyStopping("val_loss", patience=int(self.patience), restore_best=True)] if validation else []
         result = fit(train_net, net.init(jax.random.key(init_seed)), x_fit, y_fit, loss=self._loss,
                      optimizer=optim.optimizer(net, self.optimizer, float(self.learning_rate)), batch_size=batch,
@@ -450,24 +448,29 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
         for p, indices in enumerate(populations.values()):
             start = time.perf_counter()
             group = [estimators[i] for i in indices]
-            members, outputs = self._fit_population(data, group, X, y, width, sample_weight, splits)
+            members, net, pop = self._fit_population(data, group, X, y, width, sample_weight, splits)
             seconds = time.perf_counter() - start
             fit_times[indices] = seconds / (len(indices) * self.n_splits_)
             if self.verbose:
                 print(f"PopulationSearchCV: population {p + 1}/{len(populations)}: {len(indices)} candidates x "
                       f"{self.n_splits_} folds = {len(indices) * self.n_splits_} members in {seconds:.1f} s")
-            for j, (g, k) in enumerate(members):
-                start, i = time.perf_counter(), indices[g]
-                member = _fitted_like(data, estimators[i])
-                member.net_, member.params_ = outputs["net"], jax.tree.map(lambda a, j=j: a[j], outputs["params"])
-                member.history_ = {key: [float(v) for v in h[: outputs["epochs"][j], j]]
-                                   for key, h in outputs["history"].items()}
-                member.n_iter_ = int(outputs["epochs"][j])
-                test = splits[k][1]
+            params = jax.tree.map(np.asarray, pop.params)  # sliced per member on the host
+            for k, (_, test) in enumerate(splits):  # a fold's members predict its test rows, all in one call
+                start = time.perf_counter()
+                fold = [j for j, (_, f) in enumerate(members) if f == k]
                 x_test = X[test]
-                member._cached_outputs = (x_test, outputs["outputs"][j, test])
-                scores[i, k] = self.scorer_(member, x_test, y_raw[test])
-                score_times[i, k] = time.perf_counter() - start
+                outputs = _predict(net, jax.tree.map(lambda a, fold=fold: a[fold], params), x_test, population=True)
+                share = (time.perf_counter() - start) / len(fold)
+                for o, j in enumerate(fold):
+                    start, i = time.perf_counter(), indices[members[j][0]]
+                    member = _fitted_like(data, estimators[i])
+                    member.net_, member.params_ = net, jax.tree.map(lambda a, j=j: a[j], params)
+                    ran = int(pop.epochs[j])
+                    member.history_ = {key: [float(v) for v in h[:ran, j]] for key, h in pop.history.items()}
+                    member.n_iter_ = ran
+                    member._cached_outputs = (x_test, outputs[o])
+                    scores[i, k] = self.scorer_(member, x_test, y_raw[test])
+                    score_times[i, k] = share + time.perf_counter() - start
         self.populations_ = len(populations)
         self.cv_results_ = self._results(candidates, scores, fit_times, score_times)
         self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
@@ -480,7 +483,8 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
         return self
 
     def _fit_population(self, data, group, X, y, width, sample_weight, splits):
-        """Train ``group`` (candidates of one structure) x folds as one population; their outputs on every row."""
+        """Train ``group`` (candidates of one structure) x folds as one population: ``(members, net, result)``,
+        ``members`` listing each member's (index in ``group``, fold)."""
         first = group[0]
         n = X.shape[0]
         dropout = any(est.dropout > 0 for est in group)
@@ -515,10 +519,7 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
             validation_data=(X, y, np.stack(val_weights)) if stop else None, metrics=[],
             callbacks=[EarlyStopping("val_loss", patience=int(first.patience), restore_best=True)] if stop else [],
             verbose=int(self.verbose > 1))
-        outputs = {"net": net, "history": pop.history, "epochs": pop.epochs,
-                   "params": jax.tree.map(np.asarray, pop.params),  # sliced per member on the host
-                   "outputs": _predict(net, pop.params, X, population=True)}
-        return members, outputs
+        return members, net, pop
 
     def _results(self, candidates, scores, fit_times, score_times) -> dict[str, Any]:
         """``cv_results_`` laid out as ``GridSearchCV``'s (ranks: best 1, ties share the lowest, NaN last)."""

@@ -26,6 +26,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
+import jdense  # noqa: E402
 import jdense.sklearn as jsk  # noqa: E402
 from jdense.sklearn import DenseClassifier, DenseRegressor, PopulationSearchCV  # noqa: E402
 
@@ -98,6 +99,19 @@ def test_fitted_attributes_and_history(digits):
     np.testing.assert_array_equal(est.classes_, np.arange(10))
     logits = np.asarray(jax.jit(est.net_.apply)(est.params_, x[:5]), np.float64)  # params_ are the net's params
     np.testing.assert_allclose(est.predict_proba(x[:5]), np.asarray(jax.nn.softmax(logits)), rtol=1e-5)
+
+
+def test_estimator_trains_as_jdense_fit(digits):
+    """The estimator is jdense.fit of mlp([features, *hidden, classes], lambda_=, dropout=) with seeds from random_state."""
+    x, y = digits
+    est = DenseClassifier(hidden=(16,), epochs=2, dropout=0.3, lambda_=1e-3, learning_rate=3e-3, random_state=5).fit(x, y)
+    init_seed, key_seed, _ = np.random.RandomState(5).randint(0, 2**31 - 1, size=3)
+    net = jdense.mlp([64, 16, 10], lambda_=1e-3, dropout=0.3)  # Dropout's rate a constant, as users write it
+    ref = jdense.fit(net, net.init(jax.random.key(int(init_seed))), x, y, loss="cross_entropy", batch_size=32, epochs=2,
+                     optimizer=jdense.optimizer(net, "adam", 3e-3), key=jax.random.key(int(key_seed)), verbose=0)
+    for a, b in zip(jax.tree.leaves(est.params_), jax.tree.leaves(ref.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(est.history_["loss"], ref.history["loss"], rtol=1e-5)
 
 
 @pytest.mark.parametrize("labels", [np.array(["cat", "dog", "emu"]), np.array([-3, 10, 42])])
