@@ -587,3 +587,6 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
         tags.classifier_tags, tags.regressor_tags, tags.target_tags = inner.classifier_tags, inner.regressor_tags, \
             inner.target_tags
         return tags
+
+
+__all__ = ["VALUES", "DenseClassifier", "DenseRegressor", "PopulationSearchCV"]
