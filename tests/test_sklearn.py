@@ -301,6 +301,26 @@ def test_population_search_bad_arguments():
         PopulationSearchCV(DenseClassifier(), {"learning_rate": [1e-3]}, scoring=["accuracy"]).fit(x, y)
 
 
+# -- fit_population's per-member validation weights (added for PopulationSearchCV) --------------
+def test_fit_population_judges_each_member_on_its_own_validation_rows():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(90, 5)).astype(np.float32), rng.integers(0, 3, 90)
+    xv, yv = rng.normal(size=(40, 5)).astype(np.float32), rng.integers(0, 3, 40)
+    w_val = np.zeros((3, 40), np.float32)
+    w_val[0, :20], w_val[1, 20:], w_val[2] = 1.0, 2.0, rng.uniform(0, 1, 40)
+    net = jdense.mlp([5, 8, 3])
+    pop = jdense.fit_population(net, x, y, members=[{"seed": 0}] * 3, loss="cross_entropy", epochs=2, batch_size=16,
+                                key=jax.random.key(0), validation_data=(xv, yv, w_val), verbose=0)
+    for m in range(3):  # the same network three times, each judged on its own rows
+        expected = jdense.evaluate(net, pop.member(m).params, xv, yv, loss="cross_entropy", sample_weight=w_val[m])
+        np.testing.assert_allclose(pop.history["val_loss"][-1, m], expected["loss"], rtol=1e-5)
+        np.testing.assert_allclose(pop.history["val_accuracy"][-1, m], expected["accuracy"], rtol=1e-6)
+    assert pop.history["val_loss"][-1, 0] != pop.history["val_loss"][-1, 1]
+    with pytest.raises(ValueError, match=r"shape \(40,\) \(shared\) or \(3, 40\)"):
+        jdense.fit_population(net, x, y, members=3, loss="cross_entropy", epochs=1, batch_size=16, key=jax.random.key(0),
+                              validation_data=(xv, yv, w_val[:2]), verbose=0)
+
+
 # -- an optional dependency ---------------------------------------------------------------------
 def test_import_without_sklearn_names_the_extra(monkeypatch):
     for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
