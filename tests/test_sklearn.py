@@ -284,8 +284,9 @@ def test_population_search_regressor_and_scoring_names():
     x, y = make_regression(n_samples=200, n_features=4, n_targets=2, noise=0.5, random_state=0)
     y = y / y.std(axis=0)
     est = DenseRegressor(hidden=(16,), epochs=20, random_state=0)
-    search = PopulationSearchCV(est, {"learning_rate": [1e-4, 1e-2]}, cv=3, scoring="neg_mean_squared_error").fit(x, y)
-    assert search.best_params_ == {"learning_rate": 1e-2}
+    splits = list(KFold(3).split(x))  # cv as an iterable of (train, test) splits
+    search = PopulationSearchCV(est, {"learning_rate": [1e-4, 1e-2]}, cv=splits, scoring="neg_mean_squared_error").fit(x, y)
+    assert search.best_params_ == {"learning_rate": 1e-2} and search.n_splits_ == 3
     assert (search.cv_results_["mean_test_score"] < 0).all() and search.predict(x).shape == (200, 2)
 
 
