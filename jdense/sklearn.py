@@ -155,7 +155,7 @@ class _DenseEstimator(BaseEstimator):
                    dropout=float(dropout))
 
     # -- subclasses: targets ----------------------------------------------------------------
-    def _targets(self, y, reset: bool):  # (encoded y, output width)
+    def _targets(self, y):  # (encoded y, output width); learns classes_ or the shape of y
         raise NotImplementedError
 
     def _stratify(self, y):
@@ -175,7 +175,7 @@ class _DenseEstimator(BaseEstimator):
         """
         self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float32, **self._validate_kwargs)
-        y, width = self._targets(y, reset=True)
+        y, width = self._targets(y)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float32)
             if sample_weight.shape != (X.shape[0],):
@@ -224,11 +224,6 @@ class _DenseEstimator(BaseEstimator):
         X = validate_data(self, X, dtype=np.float32, reset=False)
         return _predict(self.net_, self.params_, X)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
-
 
 class DenseClassifier(ClassifierMixin, _DenseEstimator):
     """A dense network classifier with scikit-learn's interface (softmax cross-entropy, Adam by default).
@@ -248,8 +243,13 @@ class DenseClassifier(ClassifierMixin, _DenseEstimator):
       verbose: 1 shows a progress bar.
 
     Attributes:
-      classes_, n_features_in_, feature_names_in_ (for a DataFrame), net_, params_,
-      history_ (``jdense.fit``'s history), n_iter_ (epochs run).
+      classes_: the class labels seen by ``fit``, in the order of ``predict_proba``'s columns.
+      n_features_in_: the number of features seen by ``fit``.
+      feature_names_in_: the column names, when ``fit`` was given a DataFrame.
+      net_: the fitted network (a ``jdense.Sequential``).
+      params_: its trained params (``jdense.predict(clf.net_, clf.params_, x)`` gives the logits).
+      history_: ``jdense.fit``'s history.
+      n_iter_: the epochs run.
 
     Example:
       >>> clf = DenseClassifier(hidden=(32,), epochs=50, random_state=0).fit(x, y)
@@ -260,14 +260,13 @@ class DenseClassifier(ClassifierMixin, _DenseEstimator):
     _loss = "cross_entropy"
     _validate_kwargs: dict = {}
 
-    def _targets(self, y, reset: bool):
+    def _targets(self, y):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        if reset:
-            self._encoder = LabelEncoder().fit(y)
-            self.classes_ = self._encoder.classes_
-            if len(self.classes_) < 2:
-                raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got 1 class: {self.classes_[0]!r}.")
+        self._encoder = LabelEncoder().fit(y)
+        self.classes_ = self._encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got 1 class: {self.classes_[0]!r}.")
         return self._encoder.transform(y).astype(np.int32), len(self.classes_)
 
     def _stratify(self, y):
@@ -303,10 +302,9 @@ class DenseRegressor(RegressorMixin, _DenseEstimator):
 
     _validate_kwargs = {"multi_output": True, "y_numeric": True}
 
-    def _targets(self, y, reset: bool):
+    def _targets(self, y):
         y = np.asarray(y, np.float32)
-        if reset:
-            self._one_d = y.ndim == 1
+        self._one_d = y.ndim == 1
         y2 = y.reshape(-1, 1) if y.ndim == 1 else y
         return y2, y2.shape[1]
 
@@ -375,7 +373,8 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
         population's time shared by its members), ``std_fit_time``, ``mean_score_time``,
         ``std_score_time``.
       best_index_, best_params_, best_score_, best_estimator_, n_splits_, scorer_,
-      refit_time_, populations_ (how many populations trained).
+        refit_time_: as ``GridSearchCV``'s.
+      populations_: how many populations trained.
 
     Example:
       >>> search = PopulationSearchCV(DenseClassifier(epochs=30), {"learning_rate": [1e-3, 1e-2],
@@ -428,7 +427,7 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
         X_in, y_in = X, y
         X, y = validate_data(data, X, y, dtype=np.float32, **data._validate_kwargs)
         y_raw = y
-        y, width = data._targets(y, reset=True)
+        y, width = data._targets(y)
         n = X.shape[0]
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, np.float32)
