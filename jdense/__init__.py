@@ -19,6 +19,7 @@ from jdense.population import PopulationResult, ensemble_evaluate, ensemble_pred
 from jdense.programs import clear_cache
 from jdense.quantize import QuantizedDense, quantize
 from jdense.train import FitResult, evaluate, fit, predict
+from jdense.uncertainty import Temperature, mc_predict, plot_calibration, temperature_scale, uncertainty
 
 __version__ = "0.1.0"
 
@@ -75,4 +76,9 @@ __all__ = [
     "register_layer",
     "save_adapters",
     "summary",
+    "Temperature",
+    "mc_predict",
+    "plot_calibration",
+    "temperature_scale",
+    "uncertainty",
 ]
