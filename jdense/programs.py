@@ -391,9 +391,10 @@ def prediction(key: tuple):
 
 @_cached
 def sampling(net: Sequential):
-    """Jitted ``(params, state, x, idx, key, *, samples, n) -> (samples, n, ...)``: inference outputs once per
-    key of ``jax.random.split(key, samples)`` (vmapped), each row drawing from its own key (``fold_in`` of its
-    index), so the draws do not depend on the batch size. Layers that draw at inference see the key."""
+    """Jitted ``(params, state, x, idx, key, *, samples, chunk, n) -> (samples, n, ...)``: inference outputs once
+    per key of ``jax.random.split(key, samples)``, vmapped over ``chunk`` keys at a time (``jax.lax.map``); each
+    row draws from its own key (``fold_in`` of its index), so the draws depend on neither ``batch`` nor ``chunk``.
+    Layers that draw at inference (MC dropout) see the key."""
 
     def one(params, state, x, idx, key, n):
         def body(_, i):
@@ -404,10 +405,10 @@ def sampling(net: Sequential):
         out = jax.lax.scan(body, None, idx)[1]
         return out.reshape(-1, *out.shape[2:])[:n]
 
-    def outputs(params, state, x, idx, key, samples, n):
-        return jax.vmap(lambda k: one(params, state, x, idx, k, n))(jax.random.split(key, samples))
+    def outputs(params, state, x, idx, key, samples, chunk, n):
+        return jax.lax.map(lambda k: one(params, state, x, idx, k, n), jax.random.split(key, samples), batch_size=chunk)
 
-    return jax.jit(outputs, static_argnames=("samples", "n"))
+    return jax.jit(outputs, static_argnames=("samples", "chunk", "n"))
 
 
 _SHAPES: collections.OrderedDict = collections.OrderedDict()

@@ -30,6 +30,14 @@ from jdense.network import Sequential, register_layer
 TEMPERATURE_RANGE = (1e-2, 1e2)
 """The interval :func:`temperature_scale` searches for T."""
 
+SAMPLE_CHUNK_BYTES = 1 << 20
+"""On CPU, :func:`mc_predict` vmaps as many samples at a time as keep a batch's activations near this size.
+
+Measured on the 2-core CPU (64-128-64-10, Dropout(0.2), 1,797 rows, 32 samples): every sample
+vmapped at once took 350 ms, against 45-59 ms for 1 to 4 at a time and 42 ms for 32 calls of a
+jitted ``apply(train=True)``: the random bits of a large draw spill out of the cache (one
+bernoulli of (32, 1797, 192) took 368 ms, 32 of (1797, 192) 36 ms). Other platforms vmap all."""
+
 
 @register_layer
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +145,7 @@ def mc_predict(net: Sequential, params: Any, x: jax.typing.ArrayLike, *, samples
                state: Any = None, batch_size: int | None = None) -> jax.Array:
     """Outputs with dropout active at inference (MC dropout), ``samples`` draws in one compiled program.
 
+    The program vmaps over the sample keys (on CPU a few at a time, :data:`SAMPLE_CHUNK_BYTES`).
     Sample ``s`` uses ``jax.random.split(key, samples)[s]``, and each row folds in its index,
     so the same key gives the same samples whatever ``batch_size``. The program is cached by
     the network's structure: a repeat call with new params, data of the same shape or a new
@@ -176,7 +185,16 @@ def mc_predict(net: Sequential, params: Any, x: jax.typing.ArrayLike, *, samples
     idx = _batches(x.shape[0], batch_size)
     sampled = Sequential([_SampledDropout(layer.rate) if isinstance(layer, Dropout) and layer.rate > 0 else layer
                           for layer in net.layers])
-    return programs.sampling(programs.structure(sampled))(params, state, x, idx, key, samples=samples, n=x.shape[0])
+    program = programs.sampling(programs.structure(sampled))
+    return program(params, state, x, idx, key, samples=samples, chunk=_chunk(net, x, idx.shape[1], samples), n=x.shape[0])
+
+
+def _chunk(net: Sequential, x: np.ndarray, batch: int, samples: int) -> int:
+    """How many samples one vmap step draws (see :data:`SAMPLE_CHUNK_BYTES`)."""
+    if jax.default_backend() != "cpu":
+        return samples
+    widths = math.prod(x.shape[1:]) + sum(layer.out_features for layer in net.layers if isinstance(layer, Dense))
+    return max(1, min(samples, SAMPLE_CHUNK_BYTES // (4 * batch * widths)))
 
 
 # -- temperature scaling ------------------------------------------------------------------------

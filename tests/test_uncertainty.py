@@ -8,6 +8,7 @@ for the per-bin accuracy and confidence, and NumPy formulas written here.
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 import jax
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 
 import jdense
 from jdense import metrics
+
+unc = importlib.import_module("jdense.uncertainty")  # the module (the attribute jdense.uncertainty is the function)
 
 sk = pytest.importorskip("sklearn.metrics")
 calibration = pytest.importorskip("sklearn.calibration")
@@ -231,6 +234,13 @@ def test_mc_predict_is_reproducible_from_its_key_and_compiles_once(mc_samples):
     batched = np.asarray(jdense.mc_predict(MC_NET, MC_PARAMS, X, samples=3, key=jax.random.key(0), batch_size=16))
     one_go = np.asarray(jdense.mc_predict(MC_NET, MC_PARAMS, X, samples=3, key=jax.random.key(0)))
     np.testing.assert_array_equal(batched, one_go)  # rows draw from their own keys: batch size does not matter
+
+
+def test_mc_predict_does_not_depend_on_how_many_samples_are_vmapped_at_once(monkeypatch):
+    together = np.asarray(jdense.mc_predict(MC_NET, MC_PARAMS, X, samples=3, key=jax.random.key(0)))
+    monkeypatch.setattr(unc, "SAMPLE_CHUNK_BYTES", 1)  # one sample at a time instead of 3
+    one_by_one = np.asarray(jdense.mc_predict(MC_NET, MC_PARAMS, X, samples=3, key=jax.random.key(0)))
+    np.testing.assert_allclose(one_by_one, together, rtol=1e-6, atol=1e-6)
 
 
 def test_mc_predict_drops_at_the_layer_rate():
