@@ -243,6 +243,17 @@ def test_mc_predict_does_not_depend_on_how_many_samples_are_vmapped_at_once(monk
     np.testing.assert_allclose(one_by_one, together, rtol=1e-6, atol=1e-6)
 
 
+def test_mc_predict_uses_batch_norm_running_statistics():
+    net = jdense.mlp([D, 16, 3], dropout=0.2, batch_norm=True)
+    params = net.init(jax.random.key(6))
+    state = {"batch_norm_0": {"mean": np.full(16, 0.7, np.float32), "var": np.full(16, 0.2, np.float32)}}
+    out = np.asarray(jdense.mc_predict(net, params, X, samples=400, key=jax.random.key(0), state=state), np.float64)
+    exact = np.asarray(jdense.predict(net, params, X, state=state), np.float64)  # linear after dropout
+    fresh = np.asarray(jdense.predict(net, params, X, state=net.init_state()), np.float64)
+    error = np.abs(out.mean(0) - exact).max()
+    assert error < 0.1 * np.abs(exact).max() < np.abs(out.mean(0) - fresh).max()
+
+
 def test_mc_predict_drops_at_the_layer_rate():
     net = jdense.Sequential([jdense.Flatten(), jdense.Dropout(0.25)])
     out = np.asarray(jdense.mc_predict(net, {}, np.ones((8, 500), np.float32), samples=4, key=jax.random.key(5)))
