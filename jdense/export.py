@@ -499,6 +499,15 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
                 f"{name} is a QuantizedDense in mode 'int8', which quantizes its inputs on the fly; PyTorch has no module "
                 "for that. Quantize the float network with mode='int8_weight_only', or export to .onnx (MatMulInteger)."
             )
+    rank = None  # of the inputs, where a Flatten tells it
+    for name, layer in zip(net.names, net.layers):
+        if isinstance(layer, Flatten) and layer.start_axis > 0:
+            rank = layer.start_axis + 1
+        if isinstance(layer, BatchNorm) and rank is not None and rank > 2:
+            raise ValueError(
+                f"{name} normalizes the last axis of {rank}-D inputs, but nn.BatchNorm1d normalizes axis 1; PyTorch has no "
+                "module for that. Export it with jdense.export(net, params, 'model.onnx') instead."
+            )
     net, params, state = _inference_layers(net, params, state, "to_torch")
     modules: dict[str, Any] = {}
     with torch.no_grad():
