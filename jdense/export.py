@@ -24,8 +24,10 @@ Example:
   >>> params = net.init(jax.random.key(0))
   >>> jdense.export(net, params, "model.onnx")
   PosixPath('model.onnx')
-  >>> f = jdense.export(net, params, "model.jaxexport") and jdense.load_exported("model.jaxexport")
-  >>> module = jdense.to_torch(net, params)
+  >>> jdense.export(net, params, "model.jaxexport")
+  PosixPath('model.jaxexport')
+  >>> y = jdense.load_exported("model.jaxexport")(x)     # no network definition needed
+  >>> module = jdense.to_torch(net, params)               # torch.nn.Sequential, eval mode
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ _MAGIC = b"jdense-jaxexport/1\n"  # then one line of JSON header, then jax.expor
 _LAYERS = "Dense, LoRADense, QuantizedDense, Flatten, Dropout and BatchNorm"
 
 # what each jax.nn function is: (kind, default parameter)
-_KINDS: dict[Any, tuple[str, float | None]] = {
+_KINDS: dict[Any, tuple[str, Any]] = {
     activations.linear: ("linear", None),
     jax.nn.relu: ("relu", None),
     jax.nn.sigmoid: ("sigmoid", None),
@@ -74,10 +76,10 @@ _KINDS: dict[Any, tuple[str, float | None]] = {
     jax.nn.softmax: ("softmax", None),
     jax.nn.leaky_relu: ("leaky_relu", 0.01),
     jax.nn.elu: ("elu", 1.0),
-    jax.nn.gelu: ("gelu", None),
+    jax.nn.gelu: ("gelu", True),  # approximate=True: the tanh form
     jax.nn.silu: ("silu", None),
 }
-# functools.partial(f, keyword=value) forms: f -> (keyword, kind when the keyword is given)
+# functools.partial(f, keyword=value) of these is understood too: f -> its keyword
 _PARTIALS = {jax.nn.leaky_relu: "negative_slope", jax.nn.elu: "alpha", jax.nn.gelu: "approximate"}
 
 
@@ -85,17 +87,20 @@ _PARTIALS = {jax.nn.leaky_relu: "negative_slope", jax.nn.elu: "alpha", jax.nn.ge
 def _activation(layer: Dense, name: str, target: str) -> tuple[str, float | None]:
     """``(kind, parameter)`` of a Dense layer's activation; kind ``"gelu_exact"`` for gelu(approximate=False)."""
     fn = activations.get_activation(layer.activation)
-    if isinstance(fn, functools.partial) and not fn.args and fn.func in _PARTIALS and set(fn.keywords) <= {_PARTIALS[fn.func]}:
-        kind, default = _KINDS[fn.func]
-        value = fn.keywords.get(_PARTIALS[fn.func], True if kind == "gelu" else default)
+    keywords = {}
+    if isinstance(fn, functools.partial) and not fn.args:
+        fn, keywords = fn.func, fn.keywords
+    known = next((kind for f, kind in _KINDS.items() if f is fn), None)
+    if known is not None and set(keywords) <= {_PARTIALS.get(fn)}:
+        kind, value = known
+        value = keywords.get(_PARTIALS.get(fn), value)
         if kind == "gelu":
             return ("gelu" if value else "gelu_exact"), None
-        return kind, float(value)
-    if fn in _KINDS:
-        return _KINDS[fn]
+        return kind, None if value is None else float(value)
+    names = [n for n, f in activations.ACTIVATIONS.items() if any(f is k for k in _KINDS)]
     raise ValueError(
         f"{name} has activation {layer.activation!r}, which {target} cannot express; use a named activation "
-        f"({', '.join(activations.ACTIVATIONS)}), or export to .jaxexport, which runs any JAX function."
+        f"({', '.join(names)}), or export to .jaxexport, which runs any JAX function."
     )
 
 
