@@ -472,7 +472,8 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
     for jax's default gelu); BatchNorm → ``nn.BatchNorm1d`` with the running statistics of
     ``state`` (the same ``eps``, ``momentum = 1 - m``); Flatten → ``nn.Flatten``; Dropout →
     ``nn.Dropout``. LoRA layers are merged; weight-only int8 and float8 layers become
-    ``nn.Linear`` with the dequantized weights. The modules are named after the layers
+    ``nn.Linear`` with the dequantized weights, ``"int8"`` layers (which also quantize their
+    inputs) :class:`jdense.torch_layers.Int8Linear`. The modules are named after the layers
     (``dense_0``, ``dense_0_relu``, ...). ``module.train()`` switches Dropout and BatchNorm
     to training.
 
@@ -486,8 +487,8 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
 
     Raises:
       ValueError: a layer PyTorch has no module for (a user layer, a callable activation
-        other than jax.nn's, a layer with ``compute_dtype``, an ``"int8"`` quantized layer,
-        which quantizes its inputs on the fly), naming it.
+        other than jax.nn's, a layer with ``compute_dtype``, a BatchNorm on inputs of more than
+        two axes), naming it.
       ImportError: torch is not installed.
 
     Example:
@@ -498,12 +499,8 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
     if not isinstance(net, Sequential):
         raise TypeError(f"to_torch: net must be a jdense.Sequential, got {type(net).__name__}.")
     _check_layers(net, "PyTorch", "Export it with jdense.export(net, params, 'model.jaxexport') instead.")
-    for name, layer in zip(net.names, net.layers):
-        if type(layer) is QuantizedDense and layer.mode == "int8":
-            raise ValueError(
-                f"{name} is a QuantizedDense in mode 'int8', which quantizes its inputs on the fly; PyTorch has no module "
-                "for that. Quantize the float network with mode='int8_weight_only', or export to .onnx (MatMulInteger)."
-            )
+    from jdense.torch_layers import Int8Linear
+
     rank = None  # of the inputs, where a Flatten tells it
     for name, layer in zip(net.names, net.layers):
         if isinstance(layer, Flatten) and layer.start_axis > 0:
@@ -520,11 +517,15 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
             p = params.get(name, {})
             if isinstance(layer, Dense):
                 w = p["w"]
-                if type(layer) is QuantizedDense:
-                    w = jnp.asarray(w).astype(jnp.float32) * p["scale"]
-                w = _tensor(torch, w)
-                linear = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.use_bias, dtype=w.dtype)
-                linear.weight.copy_(w.T)
+                if type(layer) is QuantizedDense and layer.mode == "int8":
+                    linear = Int8Linear(layer.in_features, layer.out_features, bias=layer.use_bias)
+                    linear.scale.copy_(_tensor(torch, p["scale"]))
+                else:
+                    if type(layer) is QuantizedDense:  # weight-only modes: the dequantized weights
+                        w = jnp.asarray(w).astype(jnp.float32) * p["scale"]
+                    linear = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.use_bias,
+                                             dtype=getattr(torch, jnp.dtype(w.dtype).name))
+                linear.weight.copy_(_tensor(torch, w).T)
                 if layer.use_bias:
                     linear.bias.copy_(_tensor(torch, p["b"]))
                 modules[name] = linear
@@ -533,7 +534,7 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
                     modules[f"{name}_{kind}"] = _torch_activation(torch, kind, value)
             elif isinstance(layer, BatchNorm):
                 scale = _tensor(torch, p["scale"])
-                bn = torch.nn.BatchNorm1d(layer.features, eps=layer.epsilon, momentum=1.0 - layer.momentum, dtype=scale.dtype)
+                bn = torch.nn.BatchNorm1d(layer.features, eps=layer.epsilon, momentum=round(1.0 - layer.momentum, 12), dtype=scale.dtype)
                 bn.weight.copy_(scale)
                 bn.bias.copy_(_tensor(torch, p["bias"]))
                 bn.running_mean.copy_(_tensor(torch, state[name]["mean"]))
@@ -576,7 +577,7 @@ def _array(tensor) -> jax.Array:
 def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
     """A jdense network, params and state from a ``torch.nn.Sequential``; it computes ``module.eval()``'s outputs.
 
-    Takes ``nn.Linear``, each followed by at most one activation module (``ReLU``,
+    Takes ``nn.Linear`` (and :class:`jdense.torch_layers.Int8Linear`), each followed by at most one activation module (``ReLU``,
     ``Sigmoid``, ``Tanh``, ``Softmax(dim=-1)``, ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``),
     ``nn.BatchNorm1d`` (with running statistics), ``nn.Flatten`` (``end_dim=-1``),
     ``nn.Dropout``, ``nn.Identity`` (skipped) and nested ``nn.Sequential``. An exact
@@ -602,6 +603,8 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
       >>> net, params, state = jdense.from_torch(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU()))
     """
     torch = _import_torch()
+    from jdense.torch_layers import Int8Linear
+
     nn = torch.nn
     if not isinstance(module, nn.Sequential):
         raise TypeError(f"from_torch takes a torch.nn.Sequential, got {type(module).__name__}; wrap your modules in one.")
@@ -629,8 +632,14 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
                 )
             layers[-1], open_linear = dataclasses.replace(layers[-1], activation=activation), False
             continue
-        open_linear = type(child) is nn.Linear
-        if type(child) is nn.Linear:
+        open_linear = type(child) in (nn.Linear, Int8Linear)
+        if type(child) is Int8Linear:
+            p = {"w": _array(child.weight).T, "scale": _array(child.scale)} | ({} if child.bias is None else {"b": _array(child.bias)})
+            layers.append(QuantizedDense(child.in_features, child.out_features, activation=None, use_bias=child.bias is not None,
+                                         mode="int8"))
+            params.append(p)
+            state.append(None)
+        elif type(child) is nn.Linear:
             w = _array(child.weight).T
             p = {"w": w} if child.bias is None else {"w": w, "b": _array(child.bias)}
             layers.append(Dense(child.in_features, child.out_features, activation=None, use_bias=child.bias is not None,

@@ -122,10 +122,6 @@ def test_load_exported_matches_predict(case):
 
 
 def test_to_torch_matches_predict(case):
-    if getattr(case.net.layers[0], "mode", None) == "int8" or any(getattr(layer, "mode", None) == "int8" for layer in case.net.layers):
-        with pytest.raises(ValueError, match="dense_0 is a QuantizedDense in mode 'int8'"):
-            jdense.to_torch(case.net, case.params, case.state)
-        return
     if case.net.names[0] == "flatten_0" and case.net.layers[0].start_axis == 2:  # BatchNorm1d would normalize axis 1
         with pytest.raises(ValueError, match="batch_norm_0"):
             jdense.to_torch(case.net, case.params, case.state)
@@ -137,10 +133,12 @@ def test_to_torch_matches_predict(case):
         close(module(torch.from_numpy(case.x[:1])).numpy(), case.ref1)
 
 
-def test_round_trip_through_torch_gives_the_same_network_and_params():
-    net, params, state, _ = _zoo()
+@pytest.mark.parametrize("build", [_zoo, functools.partial(_quantized, "int8")], ids=["zoo", "int8"])
+def test_round_trip_through_torch_gives_the_same_network_and_params(build):
+    net, params, state, _ = build()
     net2, params2, state2 = jdense.from_torch(jdense.to_torch(net, params, state))
     assert net2.names == net.names
+    assert [type(layer) for layer in net2.layers] == [type(layer) for layer in net.layers]
     for layer, layer2 in zip(net.layers, net2.layers):
         if isinstance(layer, Dense):
             want = {"swish": "silu", "linear": None}.get(layer.activation, layer.activation)
