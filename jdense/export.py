@@ -134,19 +134,23 @@ def _check_layers(net: Sequential, target: str, fix: str) -> None:
                 )
 
 
-def _input_shape(net: Sequential, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+def _input_shape(net: Sequential, input_shape: Sequence[int] | None, any_rank_ok: bool) -> tuple[tuple[int, ...], bool]:
+    """``(shape of one example, any_rank)``: ``any_rank`` when a leading Flatten() takes inputs of any rank."""
     if input_shape is None:
-        if net.input_width is None:
-            raise ValueError(
-                f"export: the network starts with {net.names[0]}, so the shape of one example is unknown; pass "
-                "input_shape=, e.g. input_shape=(8, 8) for 8×8 images (without the batch axis)."
-            )
-        return (net.input_width,)
+        if net.input_width is not None:
+            return (net.input_width,), False
+        first, rest = net.layers[0], Sequential(net.layers[1:]) if len(net.layers) > 1 else None
+        if any_rank_ok and isinstance(first, Flatten) and first.start_axis == 1 and rest is not None and rest.input_width:
+            return (rest.input_width,), True
+        raise ValueError(
+            f"export: the network starts with {net.names[0]}, so the shape of one example is unknown (an ONNX input "
+            "has a fixed rank); pass input_shape=, e.g. input_shape=(8, 8) for 8×8 images (without the batch axis)."
+        )
     if isinstance(input_shape, int | np.integer):
         input_shape = (input_shape,)
     if not isinstance(input_shape, Sequence) or not input_shape:
         raise TypeError(f"export: input_shape must be a tuple of positive ints such as (64,), got {input_shape!r}.")
-    return tuple(_checks.positive_int("input_shape entry", d) for d in input_shape)
+    return tuple(_checks.positive_int("input_shape entry", d) for d in input_shape), False
 
 
 def _run_layer(layer, p, s, x):
@@ -179,8 +183,11 @@ def export(
         ``net.init_state()``, as :func:`jdense.predict`.
       input_dtype: the floating dtype of the inputs; an ONNX graph computes in it (the
         weights are cast to it).
-      input_shape: the shape of one example, without the batch axis; needed only when the
-        network does not start with Dense or BatchNorm (e.g. ``(8, 8)`` before a Flatten).
+      input_shape: the shape of one example, without the batch axis, e.g. ``(8, 8)``. Needed
+        only when it does not follow from the first layers: a network that starts with Dense or
+        BatchNorm takes ``(batch, in_features)``; in a ``.jaxexport`` file, one that starts with
+        ``Flatten()`` takes inputs of any rank (:func:`load_exported`'s function flattens them),
+        but an ONNX input has a fixed rank, so ``.onnx`` needs ``input_shape`` there.
 
     Returns:
       ``path`` as a :class:`pathlib.Path`.
@@ -211,13 +218,13 @@ def export(
         onnx, helper, numpy_helper = _import_onnx()
         _check_layers(net, "ONNX", "Export it to .jaxexport instead, which runs any JAX layer.")
     net, params, state = _inference_layers(net, params, state, "export")
-    shape = _input_shape(net, input_shape)
+    shape, any_rank = _input_shape(net, input_shape, any_rank_ok=not onnx_file)
     if onnx_file:
         model = _onnx_model(net, params, state, shape, dtype, helper, numpy_helper)
         onnx.checker.check_model(model, full_check=True)
         data = model.SerializeToString()
     else:
-        data = _jax_export(net, params, state, shape, dtype)
+        data = _jax_export(net, params, state, shape, any_rank, dtype)
     return checkpoint.write_atomically(path, lambda tmp: pathlib.Path(tmp).write_bytes(data))
 
 
@@ -359,7 +366,7 @@ def _onnx_model(net, params, state, shape, dtype, helper, numpy_helper):
 
 
 # -- jax.export ------------------------------------------------------------------
-def _jax_export(net: Sequential, params, state, shape, dtype) -> bytes:
+def _jax_export(net: Sequential, params, state, shape, any_rank, dtype) -> bytes:
     (batch,) = jax.export.symbolic_shape("batch")
     spec = jax.ShapeDtypeStruct((batch, *shape), dtype)
     infer = jax.jit(lambda x: net.apply_with_state(params, state, x, train=False)[0])
@@ -368,7 +375,7 @@ def _jax_export(net: Sequential, params, state, shape, dtype) -> bytes:
     out = exported.out_avals[0]
     header = {"input_shape": list(shape), "input_dtype": np.dtype(dtype).name, "output_shape": [str(d) for d in out.shape[1:]],
               "output_dtype": np.dtype(out.dtype).name, "layers": list(net.names), "platforms": list(exported.platforms),
-              "size": len(payload), "crc32": zlib.crc32(payload)}
+              "any_rank": any_rank, "size": len(payload), "crc32": zlib.crc32(payload)}
     return _MAGIC + json.dumps(header).encode() + b"\n" + payload
 
 
@@ -414,7 +421,7 @@ def load_exported(path: str | os.PathLike) -> Callable[[jax.typing.ArrayLike], j
     try:
         header = json.loads(line)
         in_shape, in_dtype = tuple(int(d) for d in header["input_shape"]), np.dtype(header["input_dtype"])
-        size, crc = int(header["size"]), int(header["crc32"])
+        size, crc, any_rank = int(header["size"]), int(header["crc32"]), bool(header.get("any_rank"))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"load_exported: {path} is corrupted: its header does not read ({err}).") from None
     if len(payload) != size or zlib.crc32(payload) != crc:
@@ -427,6 +434,8 @@ def load_exported(path: str | os.PathLike) -> Callable[[jax.typing.ArrayLike], j
 
     def f(x: jax.typing.ArrayLike) -> jax.Array:
         x = jnp.asarray(x)
+        if any_rank and x.ndim > 2:  # the network starts with Flatten(): flat inputs are the same inputs
+            x = x.reshape(x.shape[0], -1)
         if x.ndim != len(in_shape) + 1 or tuple(x.shape[1:]) != in_shape:
             raise ValueError(
                 f"x has shape {tuple(x.shape)} but {path.name} takes (batch, {', '.join(map(str, in_shape))}); reshape x."

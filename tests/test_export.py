@@ -97,9 +97,10 @@ def case(request, tmp_path_factory):
     ref = np.asarray(jdense.predict(net, params, x, state=state))
     ref1 = np.asarray(jdense.predict(net, params, x[:1], state=state))
     folder = tmp_path_factory.mktemp(request.param)
-    kwargs = {"state": state, "input_shape": shape if net.input_width is None else None}
-    onnx_path = jdense.export(net, params, folder / "model.onnx", **kwargs)
-    jax_path = jdense.export(net, params, folder / "model.jaxexport", **kwargs)
+    onnx_shape = shape if net.input_width is None else None
+    onnx_path = jdense.export(net, params, folder / "model.onnx", state=state, input_shape=onnx_shape)
+    jax_shape = shape if request.param == "rank3" else None  # in a .jaxexport file the zoo's Flatten() takes any rank
+    jax_path = jdense.export(net, params, folder / "model.jaxexport", state=state, input_shape=jax_shape)
     return Case(net, params, state, x, ref, ref1, onnx_path, jax_path)
 
 
@@ -116,6 +117,8 @@ def test_onnxruntime_matches_predict_for_batches_of_1_and_37(case):
 
 def test_load_exported_matches_predict(case):
     f = jdense.load_exported(case.jax_path)
+    if case.net.names[0] == "flatten_0" and case.net.layers[0].start_axis == 1:
+        assert f.input_shape == (6,)  # flat inputs; x of shape (37, 2, 3) is flattened by f
     close(f(case.x), case.ref)
     close(f(case.x[:1]), case.ref1)
     assert not isinstance(f.exported.in_avals[0].shape[0], int)  # the batch axis is symbolic
