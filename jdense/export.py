@@ -344,7 +344,7 @@ def _onnx_model(net, params, state, shape, dtype, helper, numpy_helper):
                 target = g.const(f"{name}/shape", np.array([0] * start + [-1], np.int64), np.int64)
                 x = g.op("Reshape", [x, target], f"{name}/reshape")
         elif isinstance(layer, BatchNorm):  # inference form, in jdense's order of operations
-            inv = jax.lax.rsqrt(jnp.asarray(s["var"]).astype(dtype) + layer.epsilon)
+            inv = jax.lax.rsqrt(jnp.asarray(s["var"]).astype(jax.dtypes.canonicalize_dtype(dtype)) + layer.epsilon)
             centred = g.op("Sub", [x, g.const(f"{name}/mean", s["mean"])], f"{name}/centred")
             normed = g.op("Mul", [centred, g.const(f"{name}/rsqrt_var", inv)], f"{name}/normed")
             scaled = g.op("Mul", [normed, g.const(f"{name}/scale", p["scale"])], f"{name}/scaled")
