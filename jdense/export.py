@@ -7,7 +7,7 @@
   as its ONNX operator or, where ONNX has none at opset 17 (``silu``, ``gelu``), the
   composition of ``jax.nn``'s own definition; Flatten → ``Flatten``/``Reshape``; BatchNorm in
   inference form (``(x - mean) · rsqrt(var + eps) · scale + bias``, jdense's order); Dropout
-  removed; LoRA layers merged first (:func:`jdense.merge_lora`). Quantized layers keep jdense's
+  removed; Temperature → ``Div`` by its ``T``; LoRA layers merged first (:func:`jdense.merge_lora`). Quantized layers keep jdense's
   arithmetic: weight-only int8 weights are stored as int8 and dequantized in the graph
   (``Cast``, then the per-column scale after the matmul), float8 weights as their exact
   float32 values; mode ``"int8"`` also quantizes each input row as jdense does and multiplies
@@ -51,6 +51,7 @@ from jdense.layers import BatchNorm, Dense, Dropout, Flatten
 from jdense.lora import LoRADense, merge_lora
 from jdense.network import Sequential
 from jdense.quantize import QuantizedDense
+from jdense.uncertainty import Temperature
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +66,7 @@ PLATFORMS = ("cpu", "cuda", "tpu")
 """The platforms a ``.jaxexport`` file is lowered for."""
 
 _MAGIC = b"jdense-jaxexport/1\n"  # then one line of JSON header, then jax.export's serialization
-_LAYERS = "Dense, LoRADense, QuantizedDense, Flatten, Dropout and BatchNorm"
+_LAYERS = "Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm and Temperature"
 
 # what each jax.nn function is: (kind, default parameter)
 _KINDS: dict[Any, tuple[str, Any]] = {
@@ -121,7 +122,7 @@ def _inference_layers(net: Sequential, params: Any, state: Any, what: str) -> tu
 def _check_layers(net: Sequential, target: str, fix: str) -> None:
     """Refuse, before any work, a layer that ``target`` cannot express."""
     for name, layer in zip(net.names, net.layers):
-        if type(layer) not in (Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm):
+        if type(layer) not in (Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm, Temperature):
             raise ValueError(
                 f"{name} is a {type(layer).__name__}, which has no {target} form; {target} takes {_LAYERS} layers. {fix}"
             )
@@ -194,7 +195,7 @@ def export(
 
     Raises:
       ValueError: an unknown suffix; a layer or activation the format cannot express (ONNX
-        takes Dense, LoRADense, QuantizedDense, Flatten, Dropout and BatchNorm with the named
+        takes Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm and Temperature with the named
         activations; ``.jaxexport`` takes any layer); params that do not fit ``net``.
       ImportError: ``.onnx`` without the onnx package.
 
@@ -349,6 +350,8 @@ def _onnx_model(net, params, state, shape, dtype, helper, numpy_helper):
             normed = g.op("Mul", [centred, g.const(f"{name}/rsqrt_var", inv)], f"{name}/normed")
             scaled = g.op("Mul", [normed, g.const(f"{name}/scale", p["scale"])], f"{name}/scaled")
             x = g.op("Add", [scaled, g.const(f"{name}/bias", p["bias"])], f"{name}/out")
+        elif isinstance(layer, Temperature):  # logits / T, T a scalar initializer in the graph's dtype
+            x = g.op("Div", [x, g.const(f"{name}/t", p["t"])], f"{name}/div")
         # Dropout: the identity in inference
         spec = jax.ShapeDtypeStruct(out.shape, dtype)
     if x == "input":
@@ -480,7 +483,8 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
     Dense → ``nn.Linear`` (weight ``w.T``) and the activation's module (``nn.GELU(approximate="tanh")``
     for jax's default gelu); BatchNorm → ``nn.BatchNorm1d`` with the running statistics of
     ``state`` (the same ``eps``, ``momentum = 1 - m``); Flatten → ``nn.Flatten``; Dropout →
-    ``nn.Dropout``. LoRA layers are merged; weight-only int8 and float8 layers become
+    ``nn.Dropout``; Temperature → :class:`jdense.torch_layers.Temperature` (``x / t``, ``t`` a
+    buffer). LoRA layers are merged; weight-only int8 and float8 layers become
     ``nn.Linear`` with the dequantized weights, ``"int8"`` layers (which also quantize their
     inputs) :class:`jdense.torch_layers.Int8Linear`. The modules are named after the layers
     (``dense_0``, ``dense_0_relu``, ...). ``module.train()`` switches Dropout and BatchNorm
@@ -509,6 +513,7 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
         raise TypeError(f"to_torch: net must be a jdense.Sequential, got {type(net).__name__}.")
     _check_layers(net, "PyTorch", "Export it with jdense.export(net, params, 'model.jaxexport') instead.")
     from jdense.torch_layers import Int8Linear
+    from jdense.torch_layers import Temperature as TorchTemperature
 
     rank = None  # of the inputs, where a Flatten tells it
     for name, layer in zip(net.names, net.layers):
@@ -553,6 +558,10 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
                 if layer.start_axis == 0:
                     raise ValueError(f"{name} flattens the batch axis (start_axis=0); nn.Flatten keeps it.")
                 modules[name] = torch.nn.Flatten(start_dim=layer.start_axis)
+            elif isinstance(layer, Temperature):
+                temperature = TorchTemperature(trainable=layer.trainable)
+                temperature.t = _tensor(torch, p["t"])
+                modules[name] = temperature
             else:
                 modules[name] = torch.nn.Dropout(layer.rate)
     return torch.nn.Sequential(collections.OrderedDict(modules)).eval()
@@ -589,7 +598,7 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
     Takes ``nn.Linear`` (and :class:`jdense.torch_layers.Int8Linear`), each followed by at most one activation module (``ReLU``,
     ``Sigmoid``, ``Tanh``, ``Softmax(dim=-1)``, ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``),
     ``nn.BatchNorm1d`` (with running statistics), ``nn.Flatten`` (``end_dim=-1``),
-    ``nn.Dropout``, ``nn.Identity`` (skipped) and nested ``nn.Sequential``. An exact
+    ``nn.Dropout``, :class:`jdense.torch_layers.Temperature`, ``nn.Identity`` (skipped) and nested ``nn.Sequential``. An exact
     ``GELU()``, a ``LeakyReLU`` slope other than 0.01 or an ``ELU`` alpha other than 1 become
     ``functools.partial`` of the ``jax.nn`` function (such a network has no config for
     :func:`jdense.save`'s ``net=``). ``Softmax(dim=1)`` is read as the last axis, which it is
@@ -613,6 +622,7 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
     """
     torch = _import_torch()
     from jdense.torch_layers import Int8Linear
+    from jdense.torch_layers import Temperature as TorchTemperature
 
     nn = torch.nn
     if not isinstance(module, nn.Sequential):
@@ -678,10 +688,15 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
             layers.append(Dropout(float(child.p)))
             params.append({})
             state.append(None)
+        elif type(child) is TorchTemperature:
+            layers.append(Temperature(trainable=child.trainable))
+            params.append({"t": _array(child.t)})
+            state.append(None)
         else:
             raise ValueError(
-                f"from_torch: {where} has no jdense layer; from_torch takes Linear, BatchNorm1d, Flatten, Dropout, Identity "
-                "and the activations ReLU, Sigmoid, Tanh, Softmax, LeakyReLU, ELU, GELU and SiLU after a Linear."
+                f"from_torch: {where} has no jdense layer; from_torch takes Linear, BatchNorm1d, Flatten, Dropout, Identity, "
+                "jdense.torch_layers.Temperature and the activations ReLU, Sigmoid, Tanh, Softmax, LeakyReLU, ELU, GELU and SiLU "
+                "after a Linear."
             )
     net = Sequential(layers)
     out_params = {name: p for name, p in zip(net.names, params) if p}

@@ -3,13 +3,15 @@
 Example:
   >>> qnet, qparams = jdense.quantize(net, params, "int8")
   >>> module = jdense.to_torch(qnet, qparams)        # holds Int8Linear modules
+  >>> net_t, params_t = jdense.temperature_scale(net, params, x_val, y_val)
+  >>> module = jdense.to_torch(net_t, params_t)      # ends in a Temperature module
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["Int8Linear"]
+__all__ = ["Int8Linear", "Temperature"]
 
 
 class Int8Linear(torch.nn.Module):
@@ -47,3 +49,27 @@ class Int8Linear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Temperature(torch.nn.Module):
+    """:class:`jdense.Temperature`: the logits divided by a temperature, ``y = x / t``.
+
+    Args:
+      t: the temperature ``T > 0`` (what :func:`jdense.temperature_scale` fitted).
+      trainable: the jdense layer's ``trainable`` flag, kept for :func:`jdense.from_torch`; ``t``
+        stays a buffer either way (an optimizer over ``module.parameters()`` leaves it alone).
+
+    Attributes:
+      t: a scalar float32 buffer (saved in ``state_dict``).
+    """
+
+    def __init__(self, t: float = 1.0, *, trainable: bool = False):
+        super().__init__()
+        self.trainable = bool(trainable)
+        self.register_buffer("t", torch.tensor(float(t)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.t.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"t={float(self.t):.6g}, trainable={self.trainable}"

@@ -73,9 +73,21 @@ def _rank3():
     return net, _random_params(net, 5), _trained_state(net), (2, 3, 4)
 
 
+def _temperature():
+    """jdense.temperature_scale's network: the logits of a BatchNorm MLP divided by the fitted T (a Temperature layer)."""
+    net = jdense.mlp([5, 16, 4], "relu", batch_norm=True)
+    params, state = _random_params(net, 7), _trained_state(net)
+    x_val = np.random.default_rng(8).normal(size=(64, 5)).astype(np.float32)
+    logits = np.asarray(jdense.predict(net, params, x_val, state=state))
+    y_val = np.argmax(logits + np.random.default_rng(9).normal(scale=2 * logits.std(), size=logits.shape), axis=1)
+    tnet, tparams = jdense.temperature_scale(net, params, x_val, y_val, state=state)
+    assert isinstance(tnet.layers[-1], jdense.Temperature) and abs(float(tparams["temperature_0"]["t"]) - 1) > 0.1
+    return tnet, tparams, state, (5,)
+
+
 CASES = {"zoo": _zoo, "lora": _lora, "int8": functools.partial(_quantized, "int8"),
          "int8_weight_only": functools.partial(_quantized, "int8_weight_only"), "float8": functools.partial(_quantized, "float8"),
-         "rank3": _rank3}
+         "rank3": _rank3, "temperature": _temperature}
 
 
 @dataclasses.dataclass
@@ -136,12 +148,14 @@ def test_to_torch_matches_predict(case):
         close(module(torch.from_numpy(case.x[:1])).numpy(), case.ref1)
 
 
-@pytest.mark.parametrize("build", [_zoo, functools.partial(_quantized, "int8")], ids=["zoo", "int8"])
+@pytest.mark.parametrize("build", [_zoo, functools.partial(_quantized, "int8"), _temperature], ids=["zoo", "int8", "temperature"])
 def test_round_trip_through_torch_gives_the_same_network_and_params(build):
     net, params, state, _ = build()
     net2, params2, state2 = jdense.from_torch(jdense.to_torch(net, params, state))
     assert net2.names == net.names
     assert [type(layer) for layer in net2.layers] == [type(layer) for layer in net.layers]
+    assert [layer for layer in net2.layers if isinstance(layer, jdense.Temperature)] == [
+        layer for layer in net.layers if isinstance(layer, jdense.Temperature)]
     for layer, layer2 in zip(net.layers, net2.layers):
         if isinstance(layer, Dense):
             want = {"swish": "silu", "linear": None}.get(layer.activation, layer.activation)
@@ -260,3 +274,38 @@ def test_cli_export(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("jdense export: error: OUT must end in .onnx or .jaxexport")
     assert err[1].startswith("jdense export: error: no checkpoint at") and len(err) == 2
+
+
+def test_temperature_in_torch_and_onnx(tmp_path):
+    """T is a torch buffer (not a parameter) and one ONNX Div; a trainable Temperature keeps its flag through torch."""
+    from jdense.torch_layers import Temperature as TorchTemperature
+
+    net = jdense.Sequential([Dense(4, 3, activation=None), jdense.Temperature(trainable=True)])
+    params = _random_params(net, 10) | {"temperature_0": {"t": jnp.float32(0.4)}}
+    module = jdense.to_torch(net, params)
+    temperature = module.temperature_0
+    assert isinstance(temperature, TorchTemperature) and float(temperature.t) == pytest.approx(0.4)
+    assert "temperature_0.t" in module.state_dict() and all(not n.startswith("temperature_0") for n, _ in module.named_parameters())
+    x = np.random.default_rng(11).normal(size=(9, 4)).astype(np.float32)
+    with torch.no_grad():
+        close(module(torch.from_numpy(x)).numpy(), np.asarray(jdense.predict(net, params, x)))
+    net2, params2, _ = jdense.from_torch(module)
+    assert net2.layers[-1] == jdense.Temperature(trainable=True) and float(params2["temperature_0"]["t"]) == np.float32(0.4)
+    model = onnx.load(jdense.export(net, params, tmp_path / "t.onnx"))
+    div = [node for node in model.graph.node if node.op_type == "Div"]
+    assert len(div) == 1 and div[0].output[0] == "output"
+    t = next(i for i in model.graph.initializer if i.name == div[0].input[1])
+    assert onnx.numpy_helper.to_array(t) == np.float32(0.4)
+
+
+def test_cli_export_of_a_temperature_scaled_checkpoint(tmp_path, capsys):
+    net, params, state, _ = _temperature()
+    jdense.save(tmp_path / "ckpt.safetensors", params, net=net, state=state)
+    x = np.random.default_rng(12).normal(size=(7, 5)).astype(np.float32)
+    ref = np.asarray(jdense.predict(net, params, x, state=state))
+    assert main(["export", str(tmp_path / "ckpt.safetensors"), str(tmp_path / "out.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    close(session.run(None, {"input": x})[0], ref)
+    assert main(["export", str(tmp_path / "ckpt.safetensors"), str(tmp_path / "out.jaxexport")]) == 0
+    close(jdense.load_exported(tmp_path / "out.jaxexport")(x), ref)
+    assert capsys.readouterr().out.count("wrote ") == 2
