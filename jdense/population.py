@@ -37,7 +37,7 @@ from jdense.callbacks import EarlyStopping, ProgressBar, _Monitor
 from jdense.layers import Dropout
 from jdense.network import Sequential
 
-MEMBER_KEYS = ("seed", "learning_rate", "lambda_", "dropout")
+MEMBER_KEYS = ("seed", "learning_rate", "lambda_", "l1", "dropout")
 """The hyperparameters a member dict may set."""
 
 
@@ -87,7 +87,7 @@ def _members(members) -> list[dict[str, Any]]:
         seed = m["seed"]
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
             raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {seed!r}.")
-        for name in ("learning_rate", "lambda_"):  # 0 is allowed: a member with learning rate 0 stays as it starts
+        for name in ("learning_rate", "lambda_", "l1"):  # 0 is allowed: a member with learning rate 0 stays as it starts
             if name in m:
                 try:
                     m[name] = optim._number(name, m[name], positive=False)
@@ -195,20 +195,23 @@ def _compiler_options(mesh) -> dict[str, Any] | None:
 
 
 @programs._cached
-def _training(spec: programs.Training):
-    """The population's epoch: :func:`programs._epoch` vmapped over the member axis, the data shared."""
-    axes = (0, 0, 0, 0) + (None,) * 9
+def _training(key: tuple):
+    """The population's epoch: :func:`programs._epoch` vmapped over the member axis, the data shared.
+
+    ``key = (spec, per_member_weights, per_member_validation, members_mesh)``: with per-member
+    weights the step mask has a member axis; with per-member validation weights, the validation
+    mask has one; with a ``members_mesh`` the members are split over its ``"members"`` axis
+    (:func:`jdense.parallel.spread_members`: each device runs the vmapped epoch on its own
+    members, no communication inside).
+    """
+    spec, per_member, per_member_val, spread = key
+    val_axes = (None, None, None, 0) if per_member_val else None
+    axes = (0, 0, 0, 0) + (None,) * 3 + (0 if per_member else None,) + (None,) * 4 + (val_axes,)
+    if spread is not None:
+        return parallel.spread_members(functools.partial(_member_epoch, spec), spread, axes, donate_argnums=(1, 2, 3),
+                                       compiler_options=_compiler_options(spread))
     return jax.jit(jax.vmap(functools.partial(_member_epoch, spec), in_axes=axes), donate_argnums=(1, 2, 3),
                    compiler_options=_compiler_options(spec.mesh))
-
-
-@programs._cached
-def _spread_training(key):
-    """The population's epoch with its members split over ``mesh``'s ``"members"`` axis: each device runs
-    :func:`_training`'s vmapped epoch on its own members (``jax.shard_map``: no communication inside)."""
-    spec, mesh = key
-    return parallel.spread_members(functools.partial(_member_epoch, spec), mesh, (0, 0, 0, 0) + (None,) * 9,
-                                   donate_argnums=(1, 2, 3), compiler_options=_compiler_options(mesh))
 
 
 @functools.lru_cache(maxsize=programs.CACHE_SIZE)
@@ -231,6 +234,31 @@ def _select(mask, new, old):
 
 def _stack(trees: list) -> Any:
     return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *trees)
+
+
+def _l1_net(net: Sequential) -> Sequential:
+    """``net`` with an L1 term on every layer that has an L2 one, so that its optimizer carries ``l1`` values."""
+    return Sequential([dataclasses.replace(layer, l1=1.0) if hasattr(layer, "l1") else layer for layer in net.layers])
+
+
+def _member_weights(sample_weight, members: int, x: np.ndarray) -> np.ndarray | None:
+    """Checked float32 weights, ``(n,)`` shared by the members or ``(members, n)`` one row each; None when not given."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.ndim != 2:
+        return train._sample_weights(x, w, "fit_population")
+    w = train._array(w, "sample_weight", "fit_population").astype(np.float32)
+    if w.shape != (members, x.shape[0]):
+        raise ValueError(f"fit_population: sample_weight must have shape ({x.shape[0]},) (shared) or ({members}, "
+                         f"{x.shape[0]}) (a row per member), got {w.shape}.")
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError("fit_population: sample_weight must be finite and >= 0.")
+    empty = np.flatnonzero(~w.any(axis=1))
+    if empty.size:
+        raise ValueError(f"fit_population: sample_weight is 0 for every row of members {empty.tolist()}; "
+                         "give each member some weight > 0.")
+    return w
 
 
 def _member_net(net: Sequential, dropout: bool) -> Sequential:
@@ -260,6 +288,7 @@ def fit_population(
     skip_nonfinite: bool = False,
     compute_dtype: Any = None,
     mesh: Any = None,
+    sample_weight: jax.typing.ArrayLike | None = None,
     devices: Any = None,
     gather: bool = True,
     **optimizer_options: Any,
@@ -275,8 +304,9 @@ def fit_population(
       net: the network every member has.
       x, y: training data, shared by the members (never copied per member).
       members: N (seeds 0..N-1, the same hyperparameters) or a list of dicts with keys
-        among ``seed`` (default: the index), ``learning_rate`` (default 1e-3; 0 keeps the member as it starts), ``lambda_``
-        (default: the net's) and ``dropout`` (default: the net's), e.g. from :func:`grid`.
+        among ``seed`` (default: the index), ``learning_rate`` (default 1e-3; 0 keeps the member as it starts),
+        ``lambda_`` and ``l1`` (default: the net's; set on every layer that has an L2 term) and ``dropout``
+        (default: the net's), e.g. from :func:`grid`.
       loss, epochs, batch_size, key, validation_data, metrics, class_weight, verbose,
         skip_nonfinite, compute_dtype, mesh: as in :func:`jdense.fit` (with a mesh,
         members are replicated and batch rows sharded).
@@ -293,6 +323,11 @@ def fit_population(
         and states stay frozen and its later history entries are NaN; ``restore_best``
         per member. Other callbacks get ``on_epoch_end(epoch, logs, params, ...)`` once
         per epoch with ``logs`` of per-member arrays and the stacked params.
+      sample_weight: ``(n,)`` weights shared by the members, as in :func:`jdense.fit`, or
+        ``(members, n)``: a row of weights per member (0: the member never sees that row;
+        e.g. cross-validation folds). Member ``i`` trains as ``fit(..., sample_weight=w[i])``.
+        Likewise a triple ``validation_data=(x_val, y_val, w_val)`` with ``w_val`` of shape
+        ``(members, n_val)`` judges each member on its own validation rows.
       **optimizer_options: keyword options of :func:`jdense.optimizer`, e.g. ``clip_norm=1.0``.
 
     Returns:
@@ -317,7 +352,8 @@ def fit_population(
     n_members = len(members)
     per_dropout = any("dropout" in m for m in members)
     member_net = _member_net(net, per_dropout)
-    tx = optim.optimizer(net, optimizer, 1e-3, **optimizer_options)  # the members' rates are values in its state
+    per_l1 = any("l1" in m for m in members)
+    tx = optim.optimizer(_l1_net(net) if per_l1 else net, optimizer, 1e-3, **optimizer_options)  # rates are values
     if "learning_rate" not in tx.init.hyperparams:
         raise ValueError("fit_population needs a learning rate that is a value, not a schedule.")
 
@@ -326,6 +362,7 @@ def fit_population(
     seed = train._key_data(key)
     x, y = train._as_data(x, y, "fit_population")
     n = x.shape[0]
+    sw = _member_weights(sample_weight, n_members, x)
     batch = train._batch_size(batch_size, n)
     parallel.check_batch(mesh, batch, "fit_population")
     if not isinstance(gather, bool):
@@ -336,6 +373,10 @@ def fit_population(
     out_shape = train._output_shape(net, jax.eval_shape(net.init, jax.random.key(0)), net.init_state(), x)
     train._check_labels(loss, y, out_shape, "fit_population")
     cw = train._class_weights(class_weight, out_shape)
+    val_w = None  # (members, n_val) validation weights: each member judged on its own rows
+    if isinstance(validation_data, tuple | list) and len(validation_data) == 3 and np.ndim(validation_data[2]) == 2:
+        val_w = _member_weights(validation_data[2], n_members, train._as_data(validation_data[0], None, "fit_population")[0])
+        validation_data = tuple(validation_data[:2])
     checked_val = train._validation(validation_data, loss, out_shape, "fit_population(validation_data)")
     callbacks = train._callbacks(callbacks, metric_objs, validation_data is not None)
     stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
@@ -351,6 +392,9 @@ def fit_population(
         v = {**tx.init.hyperparams, "learning_rate": m.get("learning_rate", 1e-3)}
         if "lambda_" in m and "lambda_" in v:
             v["lambda_"] = [m["lambda_"]] * len(v["lambda_"])
+        if "l1" in v:  # the member's l1 on every layer with an L2 term, else the layers' own
+            v["l1"] = [m["l1"]] * len(v["l1"]) if "l1" in m else [float(getattr(lay, "l1", 0.0)) for lay in net.layers
+                                                                  if hasattr(lay, "lambda_")]
         for k in hyper:
             values[k].append(v[k])
     opt_state = optim.with_values(jax.tree.map(lambda a: np.broadcast_to(a, (n_members, *a.shape)), one_template),
@@ -367,15 +411,19 @@ def fit_population(
         states.append(s)
     state = _stack(states)
 
-    spec = train._training_spec(
+    run_epoch = _training((train._training_spec(
         member_net, per_sample, metric_objs, tx, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
-        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None)
-    run_epoch = _training(spec) if layout.mesh is None else _spread_training((spec, layout.mesh))
+        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None), sw is not None and sw.ndim == 2,
+        val_w is not None, layout.mesh))
+    if sw is not None and sw.ndim == 2:  # a row per member: padding members get copies of the last row
+        sw = layout.pad(sw)
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state = layout.place((params, opt_state, state))  # split over the devices' member axis
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), shared)
     x_dev, y_dev = parallel.device_data((x, y), shared, "fit_population")
     val = train._device_validation(checked_val, batch, shared, "fit_population(validation_data)")
+    if val_w is not None:
+        val = (*val[:3], parallel.place(np.asarray(val[3])[None] * layout.pad(val_w)[:, np.asarray(val[2])], shared))
     width = train._width(out_shape)
     key_dev = parallel.place(key, shared)
 
@@ -396,7 +444,10 @@ def fit_population(
     fresh = True
     for epoch in range(epochs):
         order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
-        idx, mask = parallel.place(train._padded_indices(order, batch), shared)
+        idx, mask = train._padded_indices(order, batch)
+        if sw is not None:  # (n,): shared; (members, n): a mask row per member
+            mask = mask * sw[..., idx]
+        idx, mask = parallel.place((idx, mask), shared)
         params, opt_state, state, sums, val_sums = run_epoch(
             layout.place(layout.pad_mask(active)), params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev,
             np.bool_(fresh), val)
@@ -480,23 +531,28 @@ def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
 
 # -- ensembles ------------------------------------------------------------------------------
 def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: str | Callable = "cross_entropy",
-                     state: Any = None, batch_size: int | None = None) -> np.ndarray:
+                     state: Any = None, batch_size: int | None = None,
+                     return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The ensemble's prediction: the mean of the members' probabilities, or of their outputs.
 
     For ``loss="cross_entropy"`` the members' softmax probabilities are averaged, for
     ``"binary_cross_entropy"`` their sigmoid probabilities; for any other loss
-    (regression) their raw outputs.
+    (regression) their raw outputs. With ``return_std=True``, also their standard
+    deviation across the members (``ddof=0``), per output: ``(mean, std)``.
 
     Example:
       >>> probs = jdense.ensemble_predict(net, pop.params, x_test)      # (n, classes)
+      >>> mean, std = jdense.ensemble_predict(net, pop.params, x_test, loss="mse", return_std=True)
     """
+    if not isinstance(return_std, bool):
+        raise TypeError(f"return_std must be True or False, got {return_std!r}.")
     out = np.asarray(train.predict(net, params, x, state=state, batch_size=batch_size, population=True), np.float64)
     if loss == "cross_entropy":
         out = np.exp(out - out.max(-1, keepdims=True))
         out = out / out.sum(-1, keepdims=True)
     elif loss == "binary_cross_entropy":
         out = 1.0 / (1.0 + np.exp(-out))
-    return out.mean(axis=0)
+    return (out.mean(axis=0), out.std(axis=0)) if return_std else out.mean(axis=0)
 
 
 def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,

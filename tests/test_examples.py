@@ -50,7 +50,7 @@ def printed_accuracy(out: str) -> float:
 
 # -- examples -------------------------------------------------------------------------------
 def test_every_example_is_tested():
-    tested = {"mnist_mlp", "regression", "binary_classification", "custom_layer", "train_loop"}
+    tested = {"mnist_mlp", "regression", "binary_classification", "custom_layer", "train_loop", "sklearn_search"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -119,6 +119,15 @@ def test_train_loop(capsys):
     assert result["test_accuracy"] > 0.3
 
 
+def test_sklearn_search(capsys):
+    result, out = run_example("sklearn_search", ["--quick"], capsys)
+    assert printed_accuracy(out) == pytest.approx(result["test_accuracy"], abs=1e-4)
+    assert "PopulationSearchCV: 4 candidates x 3 folds" in out and "GridSearchCV: 4 candidates" in out
+    for name in ("PopulationSearchCV", "GridSearchCV"):  # a learning rate of 1e-4 barely moves in 3 epochs
+        assert result[name]["best_params"]["learning_rate"] == 1e-2
+    assert result["test_accuracy"] > 0.8
+
+
 # -- notebooks ------------------------------------------------------------------------------
 # name -> (lines appended to the parameter cell, texts the outputs must contain)
 NOTEBOOK_CASES = {
@@ -132,6 +141,9 @@ NOTEBOOK_CASES = {
     "04_populations.ipynb": ("EPOCHS = 2\nSEEDS = 2\nLEARNING_RATES = (1e-3, 1e-2)\nLAMBDAS = (0.0,)\nENSEMBLE = 2",
                              ["seeds: val accuracy", "grid best: learning_rate=", "ensemble test accuracy",
                               "member 0: 2 epochs"]),
+    "05_uncertainty.ipynb": ("EPOCHS = 2\nENSEMBLE = 2\nMC_SAMPLES = 4",
+                             ["ensemble test accuracy", "MC dropout (4 samples)", "temperature T =", "ECE before",
+                              "noise            mean entropy"]),
 }
 
 
