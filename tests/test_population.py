@@ -169,19 +169,19 @@ def test_population_checkpoint_round_trip(tmp_path, grid_population):
 
 def test_population_programs_compile_at_llvm_level_1_on_cpu(monkeypatch):
     """On CPU the population's epoch is compiled with LLVM level 1 unless XLA_FLAGS sets a level; it trains the same."""
-    from jdense import population
+    from jdense import programs
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true")
-    assert population._compiler_options(None) == {"xla_backend_optimization_level": 1}
+    assert programs.compiler_options(None) == {"xla_backend_optimization_level": 1}
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    assert population._compiler_options(None) is None
+    assert programs.compiler_options(None) is None
     monkeypatch.setenv("XLA_FLAGS", "")
-    population._training.cache_clear()
+    programs.population.cache_clear()
     try:
         net = jdense.mlp([6, 8, 3])
         pop = jdense.fit_population(net, X, Y, members=[{"seed": 3, "learning_rate": 1e-2}], **KW)
     finally:
-        population._training.cache_clear()
+        programs.population.cache_clear()
     alone = _alone(net, {"seed": 3, "learning_rate": 1e-2})
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(0).params)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
