@@ -166,7 +166,7 @@ class Sequential:
                 f"{what}: params must be the dict from net.init(key) (one entry per layer with params, e.g. "
                 f"'dense_0'); got {_describe(params) if hasattr(params, 'shape') else type(params).__name__}."
             )
-        if (problem := _mismatch(self, params)) is not None:
+        if (problem := mismatch(self, params)) is not None:
             raise ValueError(
                 f"{what}: params do not fit this network: {problem}; pass the params this network's init made "
                 "(or that fit returned for it), or build the network they belong to."
@@ -368,7 +368,7 @@ def _param_shapes(net: Sequential) -> dict[str, Any]:
     return out
 
 
-def _mismatch(net: Sequential, params: Mapping[str, Any]) -> str | None:
+def mismatch(net: Sequential, params: Mapping[str, Any]) -> str | None:
     """How ``params`` differ from what ``net.init`` makes (the first difference), or None."""
     shapes = net._param_shapes()
     for name, expected in shapes.items():
