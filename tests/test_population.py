@@ -273,6 +273,7 @@ def test_population_optimizer_may_be_a_jdense_optimizer_whose_values_are_the_def
     (dict(initial_epoch=1), TypeError, r"fit_population does not take initial_epoch=: members start from"),
     (dict(opt_state=None), TypeError, r"fit_population does not take opt_state="),
     (dict(key=None), TypeError, r"fit_population: key= is required.*key=jax\.random\.key\(0\)"),
+    (dict(learning_rat=1e-3), TypeError, r"unexpected keyword arguments \['learning_rat'\]: they are neither its own"),
 ])
 def test_population_refuses_arguments_by_their_own_name(kw, exc, match):
     with pytest.raises(exc, match=match) as info:
