@@ -467,23 +467,28 @@ def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
 
 # -- ensembles ------------------------------------------------------------------------------
 def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: str | Callable = "cross_entropy",
-                     state: Any = None, batch_size: int | None = None) -> np.ndarray:
+                     state: Any = None, batch_size: int | None = None,
+                     return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The ensemble's prediction: the mean of the members' probabilities, or of their outputs.
 
     For ``loss="cross_entropy"`` the members' softmax probabilities are averaged, for
     ``"binary_cross_entropy"`` their sigmoid probabilities; for any other loss
-    (regression) their raw outputs.
+    (regression) their raw outputs. With ``return_std=True``, also their standard
+    deviation across the members (``ddof=0``), per output: ``(mean, std)``.
 
     Example:
       >>> probs = jdense.ensemble_predict(net, pop.params, x_test)      # (n, classes)
+      >>> mean, std = jdense.ensemble_predict(net, pop.params, x_test, loss="mse", return_std=True)
     """
+    if not isinstance(return_std, bool):
+        raise TypeError(f"return_std must be True or False, got {return_std!r}.")
     out = np.asarray(train.predict(net, params, x, state=state, batch_size=batch_size, population=True), np.float64)
     if loss == "cross_entropy":
         out = np.exp(out - out.max(-1, keepdims=True))
         out = out / out.sum(-1, keepdims=True)
     elif loss == "binary_cross_entropy":
         out = 1.0 / (1.0 + np.exp(-out))
-    return out.mean(axis=0)
+    return (out.mean(axis=0), out.std(axis=0)) if return_std else out.mean(axis=0)
 
 
 def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
