@@ -22,8 +22,7 @@ from jdense.programs import clear_cache
 from jdense.quantize import QuantizedDense, quantize
 from jdense.train import FitResult, evaluate, fit, predict
 from jdense.uncertainty import Temperature, mc_predict, plot_calibration, temperature_scale, uncertainty
-
-__version__ = "0.1.0"
+from jdense.version import VERSION as __version__  # noqa: F401 - the package version
 
 __all__ = [
     "BatchNorm",
