@@ -95,7 +95,14 @@ def devices(out: str) -> None:
     back = jdense.load(path, like={"params": spread.params, "opt_state": spread.opt_state, "state": spread.state})
     report["checkpoint_equal"] = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
         jax.tree.leaves((spread.params, spread.opt_state)), jax.tree.leaves((back.params, back.opt_state))))
-    for name, bad in (("both", dict(mesh=parallel.data_mesh(), devices=2)), ("many", dict(devices=3)), ("type", dict(devices="gpu"))):
+    if "stream" in inspect.signature(jdense.fit_population).parameters:  # streamed chunks: the members stay on one device
+        streamed = jdense.fit_population(net, x, y, members=members, stream=True, **kw)
+        one = jdense.fit_population(net, x, y, members=members, stream=False, devices=1, **kw)
+        report["streamed_loss"], report["streamed_one_loss"] = streamed.history["loss"], one.history["loss"]
+    bad_args = [("both", dict(mesh=parallel.data_mesh(), devices=2)), ("many", dict(devices=3)), ("type", dict(devices="gpu"))]
+    if "stream" in inspect.signature(jdense.fit_population).parameters:
+        bad_args.append(("streamed", dict(stream=True, devices=2)))
+    for name, bad in bad_args:
         try:
             jdense.fit_population(net, x, y, members=2, **{**kw, **bad})
             report[f"error_{name}"] = ""

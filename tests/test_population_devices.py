@@ -121,6 +121,14 @@ def test_per_member_weights_on_spread_members(reports):
     assert r["weighted_spread_history_val_loss"].shape[1] == 5
 
 
+def test_streamed_populations_stay_on_one_device(reports):
+    r = reports[0]
+    if "error_streamed" not in r:
+        pytest.skip("this fit_population does not stream")
+    assert "streamed data train the population on one device, got devices=2" in str(r["error_streamed"])
+    np.testing.assert_allclose(r["streamed_loss"], r["streamed_one_loss"], atol=TOL, rtol=TOL)
+
+
 def test_padding_never_reaches_callbacks_or_results(reports):
     r = reports[0]
     assert r["layouts"].tolist() == [1, 1, 6, 2]  # 1 member: one device, no padding; 5 members: 3 a device
