@@ -56,8 +56,9 @@ else
   TEST_FILES=(tests/test_population_devices.py tests/test_population.py tests/test_parallel.py tests/test_programs.py)
 fi
 
-JAX_DEFAULT_MATMUL_PRECISION=highest step tests $((110 * SCALE)) "$PYTHON" -m pytest "${TEST_FILES[@]}" -q -x -p no:cacheprovider \
-  --junitxml="$OUT/tests.xml"
+# Every test runs (no -x: one failure must not hide the others); CPU-only checks (LLVM levels) are left out.
+JAX_DEFAULT_MATMUL_PRECISION=highest step tests $((110 * SCALE)) "$PYTHON" -m pytest "${TEST_FILES[@]}" -q -p no:cacheprovider \
+  -k "not llvm_level_1_on_cpu" --junitxml="$OUT/tests.xml"
 step bench_fit $((90 * SCALE)) "$PYTHON" benchmarks/bench_fit.py "${FIT_ARGS[@]}" --json "$OUT/bench_fit.json"
 step bench_calls $((50 * SCALE)) "$PYTHON" benchmarks/bench_calls.py "${CALLS_ARGS[@]}" --json "$OUT/bench_calls.json"
 step bench_population $((170 * SCALE)) "$PYTHON" benchmarks/bench_population.py "${POP_ARGS[@]}" --json "$OUT/bench_population.json"
