@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu_check.sh --quick [OUT_DIR]    # tiny sizes, and allowed on CPU: a smoke test of the script
 #
 # Run it from the repository root with the project's Python (PYTHON=... to pick another). Each step
-# has its own time limit (`timeout`: 110 + 90 + 50 + 170 s), so the whole stays under 8 minutes; a
+# has its own time limit (`timeout`: 150 + 80 + 45 + 160 s), so the whole stays under 8 minutes; a
 # failed or timed-out step is recorded and the next one runs. OUT_DIR receives:
 #   devices.txt                 jax.devices(), the GPU's name and memory (nvidia-smi)
 #   tests.xml, tests.log        pytest on the device-relevant test files (JUnit XML and the log)
@@ -28,7 +28,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, record its exit status and duration
   local name=$1 limit=$2; shift 2
   local start=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  timeout --kill-after=5 "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$? note=""
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then note=" (timed out after ${limit} s)"; fi
   echo "$name exit=$rc seconds=$((SECONDS - start))$note" >> "$OUT/summary.txt"
@@ -57,11 +57,11 @@ else
 fi
 
 # Every test runs (no -x: one failure must not hide the others); CPU-only checks (LLVM levels) are left out.
-JAX_DEFAULT_MATMUL_PRECISION=highest step tests $((110 * SCALE)) "$PYTHON" -m pytest "${TEST_FILES[@]}" -q -p no:cacheprovider \
+JAX_DEFAULT_MATMUL_PRECISION=highest step tests $((150 * SCALE)) "$PYTHON" -m pytest "${TEST_FILES[@]}" -q -p no:cacheprovider \
   -k "not llvm_level_1_on_cpu" --junitxml="$OUT/tests.xml"
-step bench_fit $((90 * SCALE)) "$PYTHON" benchmarks/bench_fit.py "${FIT_ARGS[@]}" --json "$OUT/bench_fit.json"
-step bench_calls $((50 * SCALE)) "$PYTHON" benchmarks/bench_calls.py "${CALLS_ARGS[@]}" --json "$OUT/bench_calls.json"
-step bench_population $((170 * SCALE)) "$PYTHON" benchmarks/bench_population.py "${POP_ARGS[@]}" --json "$OUT/bench_population.json"
+step bench_fit $((80 * SCALE)) "$PYTHON" benchmarks/bench_fit.py "${FIT_ARGS[@]}" --json "$OUT/bench_fit.json"
+step bench_calls $((45 * SCALE)) "$PYTHON" benchmarks/bench_calls.py "${CALLS_ARGS[@]}" --json "$OUT/bench_calls.json"
+step bench_population $((160 * SCALE)) "$PYTHON" benchmarks/bench_population.py "${POP_ARGS[@]}" --json "$OUT/bench_population.json"
 
 echo "--- $OUT/summary.txt"
 cat "$OUT/summary.txt"
