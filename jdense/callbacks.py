@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jdense import _checks
+
 
 class Callback:
     """Base class with no-op hooks; subclass and override what you need."""
@@ -39,6 +41,9 @@ class Callback:
         return None
 
 
+KERAS_KEYWORDS = {"restore_best_weights": "restore_best", "epsilon": "min_delta"}
+"""Keras's keyword spellings the callbacks refuse with a pointer to theirs (one spelling per argument)."""
+
 ROUNDING = 1e-6
 """Relative changes this small are float32 rounding (the epoch's sums in another order), never improvements."""
 
@@ -52,10 +57,11 @@ class _Monitor:
     """
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
-        if not min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}.")
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a logged value such as 'val_loss' or 'val_accuracy', got "
+                            f"{monitor!r} of type {type(monitor).__name__}.")
+        _checks.choice("mode", mode, ("auto", "min", "max"))
+        min_delta = _checks.non_negative_float("min_delta", min_delta)
         self.monitor = monitor
         self.sign = -1.0 if (mode == "max" or (mode == "auto" and "accuracy" in monitor)) else 1.0
         self.min_delta = float(min_delta)
@@ -95,12 +101,14 @@ class EarlyStopping(Callback):
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "auto",
-                 restore_best: bool = True):
+                 restore_best: bool = True, **keras: Any):
+        _checks.keywords("EarlyStopping", keras, KERAS_KEYWORDS,
+                         ("monitor", "patience", "min_delta", "mode", "restore_best"))
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be an int >= 0, got {patience!r}.")
         self.tracker = _Monitor(monitor, mode, min_delta)
         self.patience = patience
-        self.restore_best = restore_best
+        self.restore_best = _checks.boolean("restore_best", restore_best)
         self.stopped_epoch: int | None = None
         self.wait = 0
         self.best_params = self.best_state = None
@@ -173,14 +181,15 @@ class ReduceLROnPlateau(Callback):
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 0.0,
-                 cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto"):
+                 cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto", **keras: Any):
+        _checks.keywords("ReduceLROnPlateau", keras, KERAS_KEYWORDS,
+                         ("monitor", "factor", "patience", "min_delta", "cooldown", "min_lr", "mode"))
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {factor!r}.")
         for name, value in (("patience", patience), ("cooldown", cooldown)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
-        if isinstance(min_lr, bool) or not isinstance(min_lr, int | float) or not min_lr >= 0:
-            raise ValueError(f"min_lr must be a number >= 0, got {min_lr!r}.")
+        min_lr = _checks.non_negative_float("min_lr", min_lr)
         self.tracker = _Monitor(monitor, mode, min_delta)
         self.factor, self.patience, self.cooldown, self.min_lr = float(factor), patience, cooldown, float(min_lr)
         self.on_train_begin()

@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jdense import _checks, optim, parallel, programs, train
 from jdense import losses as losses_lib
-from jdense import optim, parallel, programs, train
+from jdense import metrics as metrics_lib
 from jdense.callbacks import EarlyStopping, ProgressBar, _Monitor
 from jdense.layers import Dropout
 from jdense.network import Sequential
@@ -204,6 +205,13 @@ def _select(mask, new, old):
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
+def _fits_device(n_members: int, one_params, tx) -> None:
+    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit the device."""
+    one = _checks.nbytes(one_params) + _checks.nbytes(jax.eval_shape(tx.init, one_params))
+    _checks.fits_device(f"a population of {n_members:,} members", n_members * one,
+                        f"{n_members:,} x {one:,} bytes of params and optimizer state; train fewer members at a time")
+
+
 def _stack(trees: list) -> Any:
     return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *trees)
 
@@ -294,11 +302,15 @@ def fit_population(
     batch = train._batch_size(batch_size, n)
     parallel.check_batch(mesh, batch, "fit_population")
     one_state = member_net.init_state()
-    out_shape = train._output_shape(net, jax.eval_shape(net.init, jax.random.key(0)), net.init_state(), x)
+    one_params = jax.eval_shape(net.init, jax.random.key(0))
+    _checks.trainable("fit_population", net, one_params)
+    out_shape = train._output_shape(net, one_params, net.init_state(), x, "fit_population")
     train._check_labels(loss, y, out_shape, "fit_population")
+    metrics_lib.check_width(metric_objs, train._width(out_shape), "fit_population")
     cw = train._class_weights(class_weight, out_shape)
     checked_val = train._validation(validation_data, loss, out_shape, "fit_population(validation_data)")
-    callbacks = train._callbacks(callbacks, metric_objs, validation_data is not None)
+    callbacks = train._callbacks(callbacks, metric_objs, validation_data is not None, skip_nonfinite)
+    _fits_device(n_members, one_params, tx)
     stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
     others = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
 
@@ -414,23 +426,44 @@ def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
 
 # -- ensembles ------------------------------------------------------------------------------
 def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: str | Callable = "cross_entropy",
-                     state: Any = None, batch_size: int | None = None) -> np.ndarray:
+                     output: str | None = None, state: Any = None, batch_size: int | None = None) -> np.ndarray:
     """The ensemble's prediction: the mean of the members' probabilities, or of their outputs.
 
-    For ``loss="cross_entropy"`` the members' softmax probabilities are averaged, for
-    ``"binary_cross_entropy"`` their sigmoid probabilities; for any other loss
-    (regression) their raw outputs.
+    Args:
+      loss: the members' loss. For ``"cross_entropy"`` the members' softmax probabilities
+        are averaged, for ``"binary_cross_entropy"`` their sigmoid probabilities (as
+        :func:`jdense.losses.link`); for a regression loss (or a callable) their raw outputs.
+      output: ``None`` (default: probabilities for a classification loss, the mean output
+        otherwise), ``"probabilities"``, ``"labels"`` (of the averaged probabilities: argmax,
+        or ``p > 0.5``) or ``"logits"`` (the mean of the raw outputs), as :func:`jdense.predict`.
+
+    Raises:
+      ValueError: an unknown loss (with the closest name) or output, probabilities or labels
+        for a regression loss, or params and state that are not one population's.
 
     Example:
       >>> probs = jdense.ensemble_predict(net, pop.params, x_test)      # (n, classes)
+      >>> labels = jdense.ensemble_predict(net, pop.params, x_test, output="labels")
     """
+    name = losses_lib.name_of(loss)  # refuses a typo such as "crossentropy" instead of averaging raw outputs
+    classification = name in losses_lib.SOFTMAX | losses_lib.SIGMOID
+    output = ("probabilities" if classification else "logits") if output is None else output
+    losses_lib.link(loss, output, "ensemble_predict")  # checks output against the loss
     out = np.asarray(train.predict(net, params, x, state=state, batch_size=batch_size, population=True), np.float64)
-    if loss == "cross_entropy":
+    if output == "logits":
+        return out.mean(axis=0)
+    if name in losses_lib.SOFTMAX:
         out = np.exp(out - out.max(-1, keepdims=True))
         out = out / out.sum(-1, keepdims=True)
-    elif loss == "binary_cross_entropy":
+    else:
         out = 1.0 / (1.0 + np.exp(-out))
-    return out.mean(axis=0)
+    p = out.mean(axis=0)
+    if output == "probabilities":
+        return p
+    if name in losses_lib.SOFTMAX:
+        return p.argmax(-1).astype(np.int32)
+    labels = (p > 0.5).astype(np.int32)
+    return labels[..., 0] if labels.shape[-1] == 1 else labels
 
 
 def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -441,18 +474,31 @@ def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.t
     Classification: ``loss`` is the negative log-likelihood of the averaged probabilities,
     and ``accuracy``; regression: the loss of the mean output, ``mse`` and ``mae``.
 
+    Raises:
+      ValueError, TypeError: before any compute, for an unknown loss, a ``y`` of another
+        length than ``x``, labels outside ``0..classes-1`` or float class labels, and
+        params and state that are not one population's.
+
     Example:
       >>> jdense.ensemble_evaluate(net, pop.params, x_test, y_test)
       {'loss': 0.08, 'accuracy': 0.98}
     """
+    name = losses_lib.name_of(loss)
+    if name in ("kl_divergence", "sigmoid_focal"):
+        raise ValueError(f"ensemble_evaluate: loss={name!r} is not supported; evaluate the ensemble's probabilities with "
+                         "loss='cross_entropy' or 'binary_cross_entropy', or a regression loss.")
+    x, y = train._as_data(x, y, "ensemble_evaluate")
+    members_state = train._member_args(net, params, state, True, "ensemble_evaluate")
+    out_shape = train._output_shape(net, train._member(params, True), train._member(members_state, True), x,
+                                    "ensemble_evaluate")
+    train._check_labels(loss, y, out_shape, "ensemble_evaluate")
     p = ensemble_predict(net, params, x, loss=loss, state=state, batch_size=batch_size)
-    y = np.asarray(y)
     tiny = np.finfo(np.float64).tiny
-    if loss == "cross_entropy":
+    if name == "cross_entropy":
         labels = y if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 else y.argmax(-1)
         return {"loss": float(-np.log(np.maximum(p[np.arange(len(p)), labels], tiny)).mean()),
                 "accuracy": float((p.argmax(-1) == labels).mean())}
-    if loss == "binary_cross_entropy":
+    if name == "binary_cross_entropy":
         p, t = p.reshape(len(p)), y.reshape(len(p)).astype(np.float64)
         nll = -(t * np.log(np.maximum(p, tiny)) + (1 - t) * np.log(np.maximum(1 - p, tiny)))
         return {"loss": float(nll.mean()), "accuracy": float(((p > 0.5) == (t > 0.5)).mean())}

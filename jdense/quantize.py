@@ -35,6 +35,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jdense import _checks
 from jdense.activations import get_activation
@@ -87,6 +88,8 @@ class QuantizedDense(Dense):
     """
 
     mode: str = "int8"
+
+    inference_only = True  # fit refuses it before compiling: int8/float8 weights have no gradient
 
     def __post_init__(self):
         super().__post_init__()
@@ -159,6 +162,11 @@ def quantize(net: Sequential, params: Mapping[str, Any], mode: str = "int8") -> 
             shape = (layer.in_features, layer.out_features)
             if not isinstance(p, Mapping) or "w" not in p or tuple(jnp.shape(p["w"])) != shape:
                 raise ValueError(f"params[{name!r}]['w'] should have shape {shape}; pass the params of net.")
+            bad = ~np.isfinite(np.asarray(p["w"], np.float32))
+            if bad.any():  # a NaN or Inf would set its column's scale: the whole column would be garbage
+                raise ValueError(f"params[{name!r}]['w'] has {int(bad.sum())} NaN or infinite weights (the first at "
+                                 f"{tuple(int(i) for i in np.argwhere(bad)[0])}); quantize the params of a finite, "
+                                 "trained network (a diverged fit leaves such weights).")
             out[name] = {**p, **_quantize_params({"w": p["w"]}, mode)}
             layer = QuantizedDense(**{f.name: getattr(layer, f.name) for f in dataclasses.fields(Dense)}, mode=mode)
         layers.append(layer)

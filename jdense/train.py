@@ -109,7 +109,8 @@ def _sample_weights(x: np.ndarray, sample_weight, what: str) -> np.ndarray:
     return w
 
 
-def _output_shape(net: Sequential, params, state, x: np.ndarray) -> tuple:
+def _output_shape(net: Sequential, params, state, x: np.ndarray, what: str = "fit") -> tuple:
+    net.check_input(x.shape, what)  # names the layer and the caller's shape, not a traced slice
     width = net.output_width
     if width is not None and x.ndim == 2:  # a network ending in Dense: no tracing needed
         return (1, width)
@@ -122,6 +123,11 @@ def _check_labels(loss, y: np.ndarray, out_shape: tuple, what: str):
     if loss not in losses_lib.CLASSIFICATION:
         return
     width = out_shape[-1] if len(out_shape) > 1 else 1
+    if loss == "cross_entropy" and y.ndim == len(out_shape) - 1 and not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"{what}: cross_entropy takes integer class labels of shape {y.shape} or one-hot rows of shape "
+            f"{(*y.shape, width)}, got {y.dtype} labels (e.g. {y.ravel()[0]!r}); pass y.astype(np.int32)."
+        )
     if loss == "cross_entropy" and np.issubdtype(y.dtype, np.integer) and y.ndim == len(out_shape) - 1:
         bad = (y < 0) | (y >= width)
         if bad.any():
@@ -153,8 +159,11 @@ def _device_validation(checked, batch: int, mesh, what: str):
     return (*parallel.device_data((xv, yv), mesh, what), *parallel.place((idx, mask * swv[idx]), mesh))
 
 
-def _callbacks(callbacks, metrics, has_validation: bool) -> list:
-    """The callbacks as a list (one alone is fine), each a callback whose monitor the logs will have."""
+def _callbacks(callbacks, metrics, has_validation: bool, skip_nonfinite: bool = False) -> list:
+    """The callbacks as a list (one alone is fine), each a callback whose monitor the logs will have.
+
+    A callback with ``check_logs(keys)`` sees the keys every epoch's logs will have, before training.
+    """
     callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
     for cb in callbacks:
         if not any(hasattr(cb, m) for m in ("on_train_begin", "on_epoch_end", "on_train_end")):
@@ -162,6 +171,13 @@ def _callbacks(callbacks, metrics, has_validation: bool) -> list:
         tracker = getattr(cb, "tracker", None)
         if tracker is not None and hasattr(tracker, "monitor"):
             _check_monitor(tracker.monitor, [m.name for m in metrics], has_validation)
+    keys = ["loss", *(m.name for m in metrics)]
+    keys += [f"val_{k}" for k in keys] if has_validation else []
+    keys += ["skipped_steps"] if skip_nonfinite else []
+    keys += ["learning_rate"] if any(callable(getattr(cb, "adjust_hyperparams", None)) for cb in callbacks) else []
+    for cb in callbacks:
+        if callable(getattr(cb, "check_logs", None)):
+            cb.check_logs(sorted(keys))
     return callbacks
 
 
@@ -575,6 +591,7 @@ def fit(
         x, batch = source.sample_x, source.batch * (jax.process_count() if data == "per_process" else 1)
     parallel.check_batch(mesh, batch, "fit")
     net.check_params(params, "fit")
+    _checks.trainable("fit", net, params)
     state = net.init_state() if state is None else state
     _check_state(net, state, "fit")
     if compute_dtype == jnp.float16 and programs.LOSS_SCALE not in state:  # dynamic loss scaling, kept in the state
@@ -582,9 +599,10 @@ def fit(
     out_shape = _output_shape(net, params, state, x)
     if source is None:
         _check_labels(loss, y, out_shape, "fit")
+    metrics_lib.check_width(metric_objs, _width(out_shape), "fit")
     cw = _class_weights(class_weight, out_shape)
     checked_val = _validation(validation_data, loss, out_shape, "fit(validation_data)")
-    callbacks = _callbacks(callbacks, metric_objs, validation_data is not None)
+    callbacks = _callbacks(callbacks, metric_objs, validation_data is not None, skip_nonfinite)
     adjusters = [cb for cb in callbacks if callable(getattr(cb, "adjust_hyperparams", None))]
     if adjusters and not isinstance(optimizer.init, optim.OptimizerInit) and not hasattr(opt_state, "hyperparams"):
         raise TypeError("a callback with adjust_hyperparams needs a jdense.optimizer(...): its values live in its state.")
@@ -711,10 +729,10 @@ def evaluate(
     metric_objs = _metrics(loss, metrics)
     x, y = _as_data(x, y, "evaluate")
     sw = _sample_weights(x, sample_weight, "evaluate")
-    net.check_params(_member(params, population), "evaluate")
-    state = _default_state(net, params, state, population)
-    out_shape = _output_shape(net, _member(params, population), _member(state, population), x)
+    state = _member_args(net, params, state, population, "evaluate")
+    out_shape = _output_shape(net, _member(params, population), _member(state, population), x, "evaluate")
     _check_labels(loss, y, out_shape, "evaluate")
+    metrics_lib.check_width(metric_objs, _width(out_shape), "evaluate")
     cw = _class_weights(class_weight, out_shape)
     fn = programs.evaluation((_step_spec(net, per_sample, metric_objs, None, cw, mesh), bool(population)))
     idx, mask = _eval_batches(x.shape[0], batch_size)
@@ -736,6 +754,47 @@ def _member(tree, population: bool):
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), tree)
 
 
+def _member_args(net: Sequential, params, state, population: bool, what: str):
+    """Checked params and state (one network's, or a population's with one member axis); returns the state to use."""
+    if population:
+        _checks.member_count(what, params=params, state=state)
+        try:
+            net.check_params(_member(params, True), what)
+        except ValueError:
+            if _fits(net.check_params, params, what):
+                raise ValueError(f"{what}: population=True, but params are one network's (no member axis); pass "
+                                 "population=False, or a population's params (fit_population's result.params).") from None
+            raise
+    else:
+        try:
+            net.check_params(params, what)
+        except ValueError:
+            if _fits(net.check_params, _member(params, True), what):
+                raise ValueError(f"{what}: params have a leading member axis: they are a population's; pass "
+                                 "population=True, or one member's params (result.member(i).params).") from None
+            raise
+    if state is not None:
+        member_state = {k: v for k, v in state.items() if not (isinstance(v, dict) and set(v) == {"keep"})} \
+            if population and isinstance(state, dict) else state
+        try:
+            _check_state(net, _member(member_state, population), what)
+        except ValueError:
+            other = _member(member_state, not population) if isinstance(member_state, dict) and not population else None
+            if other is not None and _fits(_check_state, net, other, what):
+                raise ValueError(f"{what}: state has a leading member axis: it is a population's state; pass "
+                                 "population=True with the population's params, or one member's state.") from None
+            raise
+    return _default_state(net, params, state, population)
+
+
+def _fits(check, *args) -> bool:
+    try:
+        check(*args)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _default_state(net: Sequential, params, state, population: bool):
     """``state``, or the network's initial state (one per member for a population)."""
     if state is not None:
@@ -748,8 +807,8 @@ def _default_state(net: Sequential, params, state, population: bool):
 
 
 def predict(
-    net: Sequential, params: Params, x: jax.typing.ArrayLike, *, batch_size: int | None = None, state: Any = None,
-    mesh: Any = None, population: bool = False,
+    net: Sequential, params: Params, x: jax.typing.ArrayLike, *, output: str = "logits", loss: Any = None,
+    batch_size: int | None = None, state: Any = None, mesh: Any = None, population: bool = False,
 ) -> jax.Array:
     """The network's outputs for ``x`` in inference mode, batched and compiled once (cached).
 
@@ -758,14 +817,26 @@ def predict(
     ``population=True``, ``params`` (and ``state``) have a leading member axis
     (:func:`jdense.fit_population`) and so do the outputs.
 
+    Args:
+      output: ``"logits"`` (default: the network's raw outputs), ``"probabilities"`` or
+        ``"labels"``; the last two follow from ``loss`` (:func:`jdense.losses.link`): softmax
+        for ``"cross_entropy"``, sigmoid for ``"binary_cross_entropy"``; labels are the argmax,
+        or ``p > 0.5`` as int32 (shape ``(n,)`` for one output).
+      loss: the loss the network was trained with; needed for probabilities and labels.
+
+    Raises:
+      ValueError: ``output`` other than logits without a classification ``loss``, or data,
+        params or state that do not fit the network (before anything is compiled).
+
     Example:
-      >>> logits = jdense.predict(net, result.params, x_test, batch_size=1024)
-      >>> labels = logits.argmax(-1)
+      >>> p = jdense.predict(net, result.params, x_test, output="probabilities", loss="cross_entropy")
+      >>> labels = jdense.predict(net, result.params, x_test, output="labels", loss="cross_entropy")
     """
+    link = losses_lib.link(loss, output, "predict")
     x, _ = _as_data(x, None, "predict")
-    net.check_params(_member(params, population), "predict")
-    state = _default_state(net, params, state, population)
+    state = _member_args(net, params, state, population, "predict")
+    net.check_input(x.shape, "predict")
     idx, _ = _eval_batches(x.shape[0], batch_size)
     params, state, idx = parallel.place((params, state, idx), mesh)
     fn = programs.prediction((programs.structure(net), mesh, bool(population)))
-    return fn(params, state, *parallel.device_data((x,), mesh, "predict"), idx, n=x.shape[0])
+    return link(fn(params, state, *parallel.device_data((x,), mesh, "predict"), idx, n=x.shape[0]))
