@@ -185,15 +185,17 @@ class Sequential:
         current = shape
         for i, (name, layer) in enumerate(zip(self.names, self.layers)):
             width = layer.in_features if isinstance(layer, Dense) else layer.features if isinstance(layer, BatchNorm) else None
+            field = "in_features" if isinstance(layer, Dense) else "features"
             if width is not None and (len(current) < 2 or current[-1] != width):
                 given = f"{current[-1]} features per sample" if len(current) >= 2 else "no feature axis"
                 if i == 0 or current == shape:
                     fix = (f"build the network for {current[-1]} inputs (e.g. mlp([{current[-1]}, ...])) or pass x with "
                            f"{width} features" if len(current) >= 2 else f"pass x of shape (samples, {width})")
                     raise ValueError(f"{what}: x has shape {shape} ({given}) but {name} ({type(layer).__name__}) expects "
-                                     f"{width} input features; {fix}.")
+                                     f"{width} input features ({field}={width}); {fix}.")
                 raise ValueError(f"{what}: x of shape {shape} reaches {name} ({type(layer).__name__}) as {current}, but "
-                                 f"{name} expects {width} input features; make it take the width of the layer before it.")
+                                 f"{name} expects {width} input features ({field}={width}); make it take the width of "
+                                 "the layer before it.")
             if isinstance(layer, Dense):
                 current = (*current[:-1], layer.out_features)
             elif isinstance(layer, Flatten):
@@ -356,8 +358,11 @@ class Sequential:
         try:
             specs = config["layers"]
             for c in specs:
-                if isinstance(c.get("type"), str):
-                    _checks.choice("layer kind", c["type"], _LAYER_TYPES, also="a class registered with jdense.register_layer")
+                if isinstance(c.get("type"), str) and c["type"] not in _LAYER_TYPES:
+                    try:
+                        _checks.choice("layer kind", c["type"], _LAYER_TYPES, also="a class registered with jdense.register_layer")
+                    except ValueError as err:
+                        raise ValueError(f"not a jdense network config: {err}") from None
             return cls([_LAYER_TYPES[c["type"]](**{k: v for k, v in c.items() if k != "type"}) for c in specs])
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a jdense network config: {config!r} ({err}).") from err
