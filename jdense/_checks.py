@@ -191,7 +191,10 @@ def closest(value, valid) -> str | None:
         if guess is not None and guess.lower() in by_key:
             return by_key[guess.lower()]
     match = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.6)
-    return by_key[match[0]] if match else None
+    if match:
+        return by_key[match[0]]
+    starts = [n for low, n in by_key.items() if len(key) >= 3 and low.startswith(key)]  # "proba": "probabilities"
+    return starts[0] if len(starts) == 1 else None
 
 
 def did_you_mean(value, valid) -> str:
