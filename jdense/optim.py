@@ -338,7 +338,7 @@ def hyperparams(opt_state) -> dict[str, Any]:
 def _member_values(name: str, value, shape: tuple) -> np.ndarray:
     """A population's ``name`` values of ``shape`` ((N,) or (N, layers)) from one value for all or one per member."""
     positive = name in ("learning_rate", "clip_norm")
-    per_member = isinstance(value, list | tuple | np.ndarray) and np.ndim(value) > 0
+    per_member = isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim > 0)
     if per_member and len(value) != shape[0]:
         raise ValueError(f"{name} of a population needs one value for all members or one per member ({shape[0]}), "
                          f"got {len(value)}.")
@@ -348,7 +348,8 @@ def _member_values(name: str, value, shape: tuple) -> np.ndarray:
         if len(shape) == 1:
             out[i] = _number(f"{name} (member {i})", item, positive=positive)
             continue
-        layers = list(item) if isinstance(item, list | tuple | np.ndarray) and np.ndim(item) > 0 else [item] * shape[1]
+        per_layer = isinstance(item, list | tuple) or (isinstance(item, np.ndarray) and item.ndim > 0)
+        layers = list(item) if per_layer else [item] * shape[1]
         if len(layers) != shape[1]:
             raise ValueError(f"{name} of member {i} needs one value per layer ({shape[1]}), got {len(layers)}.")
         out[i] = [_number(f"{name} (member {i})", v, positive=positive) for v in layers]

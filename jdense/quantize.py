@@ -152,8 +152,7 @@ def quantize(net: Sequential, params: Mapping[str, Any], mode: str = "int8") -> 
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be the network's params dict (net.init's), got {type(params).__name__}.")
     _checks.choice("mode", mode, MODES)
-    layers, out = [], dict(params)
-    for name, layer in zip(net.names, net.layers):
+    for name, layer in zip(net.names, net.layers):  # every check first: nothing is quantized (compiled) before
         if isinstance(layer, Dense) and type(layer) is not Dense:
             fix = "merge_lora first" if type(layer).__name__ == "LoRADense" else "quantize the float network instead"
             raise ValueError(f"{name} is a {type(layer).__name__}; quantize takes plain Dense layers ({fix}).")
@@ -167,9 +166,12 @@ def quantize(net: Sequential, params: Mapping[str, Any], mode: str = "int8") -> 
                 raise ValueError(f"params[{name!r}]['w'] has {int(bad.sum())} NaN or infinite weights (the first at "
                                  f"{tuple(int(i) for i in np.argwhere(bad)[0])}); quantize the params of a finite, "
                                  "trained network (a diverged fit leaves such weights).")
-            out[name] = {**p, **_quantize_params({"w": p["w"]}, mode)}
+    if not any(type(layer) is Dense for layer in net.layers):
+        raise ValueError("net has no Dense layer to quantize.")
+    layers, out = [], dict(params)
+    for name, layer in zip(net.names, net.layers):
+        if type(layer) is Dense:
+            out[name] = {**params[name], **_quantize_params({"w": params[name]["w"]}, mode)}
             layer = QuantizedDense(**{f.name: getattr(layer, f.name) for f in dataclasses.fields(Dense)}, mode=mode)
         layers.append(layer)
-    if not any(isinstance(layer, QuantizedDense) for layer in layers):
-        raise ValueError("net has no Dense layer to quantize.")
     return Sequential(layers), out

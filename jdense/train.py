@@ -757,14 +757,11 @@ def _member(tree, population: bool):
 def _member_args(net: Sequential, params, state, population: bool, what: str):
     """Checked params and state (one network's, or a population's with one member axis); returns the state to use."""
     if population:
+        if _fits(net.check_params, params, what):
+            raise ValueError(f"{what}: population=True, but params are one network's (no member axis); pass "
+                             "population=False, or a population's params (fit_population's result.params).")
         _checks.member_count(what, params=params, state=state)
-        try:
-            net.check_params(_member(params, True), what)
-        except ValueError:
-            if _fits(net.check_params, params, what):
-                raise ValueError(f"{what}: population=True, but params are one network's (no member axis); pass "
-                                 "population=False, or a population's params (fit_population's result.params).") from None
-            raise
+        net.check_params(_member(params, True), what)
     else:
         try:
             net.check_params(params, what)
