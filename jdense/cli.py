@@ -2,7 +2,7 @@
 
 With no arguments it trains a 64-128-64-10 network on scikit-learn's bundled digits and
 prints the test metrics. Every option has a default; ``jdense train --help`` lists them.
-Every failure is one line on stderr: status 2 for bad arguments, 1 for a failed run
+Every failure is one line on stderr: status 2 for bad arguments (and data they name that cannot be read), 1 for a failed run
 (``JDENSE_DEBUG=1`` shows the traceback instead).
 """
 
@@ -349,8 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{_PROG}: interrupted", file=sys.stderr)
         return 130
     except DataError as err:
-        if debug:
-            raise
+        if debug:  # the loader's own error, with its traceback
+            raise (err.__cause__ or err) from None
         return _usage_exit(str(err).splitlines()[0] if str(err) else "the data cannot be read")
     except Exception as err:
         if debug:
