@@ -97,7 +97,8 @@ def child(devices: int, rounds: int, epochs: int, interleaved: int) -> dict:
 
     # Interleaved epochs: both compiled epochs built as fit builds them, then called in
     # turn, one epoch each, exactly as fit's loop does (shuffle, place, run, read sums).
-    from jdense import losses, metrics, programs, train
+    from jdense import arguments, loop, losses, metrics, programs
+    from jdense.data import feed
 
     opt = jdense.optimizer(net)
     accuracy = (metrics.get_metric("accuracy"),)
@@ -106,16 +107,16 @@ def child(devices: int, rounds: int, epochs: int, interleaved: int) -> dict:
         p = parallel.place(jax.tree.map(jnp.array, params), mesh)
         carry = [*parallel.place((p, opt.init(p), {}), mesh)]
         data = parallel.device_data((x, y), mesh)
-        fn = programs.training(train._training_spec(net, losses.per_sample("cross_entropy"), accuracy, opt, mesh=mesh))
+        fn = programs.training(arguments.training_spec(net, losses.per_sample("cross_entropy"), accuracy, opt, mesh=mesh))
         runs[name] = (mesh, carry, data, fn)
 
     def one_epoch(name, epoch):
         mesh, carry, data, fn = runs[name]
         order = np.random.default_rng([1, epoch]).permutation(SAMPLES)
-        idx, mask, key = parallel.place((*train._padded_indices(order, BATCH), jax.random.key(1)),
+        idx, mask, key = parallel.place((*feed.padded_indices(order, BATCH), jax.random.key(1)),
                                         mesh)
         *carry[:], sums, _ = fn(*carry, *data, idx, mask, key, np.uint32(epoch), None, np.bool_(False), None)
-        train._logs(sums, accuracy, 10)  # params, opt_state, state donated and replaced
+        loop.logs_of(sums, accuracy, 10)  # params, opt_state, state donated and replaced
 
     for name in paths:
         one_epoch(name, 0)  # compile

@@ -20,8 +20,7 @@ from jdense.population import PopulationResult, ensemble_evaluate, ensemble_pred
 from jdense.programs import clear_cache
 from jdense.quantize import QuantizedDense, quantize
 from jdense.train import FitResult, evaluate, fit, predict
-
-__version__ = "0.1.0"
+from jdense.version import VERSION as __version__  # noqa: F401 - the package version
 
 __all__ = [
     "BatchNorm",

@@ -18,7 +18,7 @@ def positive_int(name: str, value) -> int:
     """Return ``value`` if it is a positive Python/NumPy integer, else raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
-            f"{name} must be a positive int, got {value!r} of type {type(value).__name__}; "
+            f"{name} must be a positive int, got {short(value)} of type {type(value).__name__}; "
             f"pass a whole number such as {name}=64."
         )
     if value <= 0:
@@ -26,11 +26,39 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def integer(name: str, value, low: int = 0) -> int:
+    """Return ``value`` as an int if it is a Python/NumPy integer >= ``low`` (bools refused), else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {short(value)} of type {type(value).__name__}; e.g. {name}={max(low, 1)}.")
+    if value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value}.")
+    return int(value)
+
+
+def batch_size(value, n: int) -> int:
+    """A training batch size for ``n`` samples: ``None`` is all of them, else a positive int at most ``n``."""
+    if value is None:
+        return n  # batch gradient descent: the whole set each step
+    value = positive_int("batch_size", value)
+    if value > n:
+        raise ValueError(
+            f"batch_size={value} is larger than the data set ({n} samples); pass batch_size<={n}, "
+            "or batch_size=None for batch gradient descent."
+        )
+    return value
+
+
+def short(value, limit: int = 60) -> str:
+    """``repr(value)`` when it is short, else its type's name: an error never prints a several-hundred-character repr."""
+    text = repr(value)
+    return text if len(text) <= limit else f"a {type(value).__module__}.{type(value).__qualname__}"
+
+
 def real(name: str, value, expected: str) -> float:
     """Return ``value`` as a Python float if it is a finite real number (NumPy scalars too), else raise."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"{name} must be {expected}, got {value!r} of type {type(value).__name__}; pass a number, not a "
+            f"{name} must be {expected}, got {short(value)} of type {type(value).__name__}; pass a number, not a "
             "string or an array."
         )
     if not math.isfinite(value):
@@ -76,7 +104,7 @@ def choice(name: str, value: str, valid, *, also: str = "") -> str:
         listed = ", ".join(map(repr, sorted(valid) if isinstance(valid, set | frozenset) else valid))
         best = closest(value, valid)
         hint = f"; did you mean {best!r}? Expected" if best is not None else "; expected"
-        raise ValueError(f"unknown {name} {value!r}{hint} one of {listed}{', or ' + also if also else ''}.")
+        raise ValueError(f"unknown {name} {short(value)}{hint} one of {listed}{', or ' + also if also else ''}.")
     return value
 
 

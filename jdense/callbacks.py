@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jdense import _checks
+from jdense import metrics as metrics_lib
 
 
 class Callback:
@@ -48,24 +49,36 @@ ROUNDING = 1e-6
 """Relative changes this small are float32 rounding (the epoch's sums in another order), never improvements."""
 
 
-class _Monitor:
-    """Tracks the best value of a logged metric (lower is better unless mode='max').
+class Monitor:
+    """Tracks the best value of a logged metric, in the metric's direction.
 
-    An improvement must beat the best by more than ``min_delta`` and by more than
-    :data:`ROUNDING` of its size: a network whose params do not change (learning rate 0)
-    logs the same loss up to the last bits each epoch, as its batches are summed in a new order.
+    ``mode="auto"`` takes the direction the metric declares (``Metric.higher_is_better``,
+    see :mod:`jdense.metrics`): ``fit`` and ``fit_population`` call :meth:`resolve` with
+    their metrics before training; until then a known metric name decides
+    (:func:`jdense.metrics.higher_is_better`). An improvement must beat the best by more
+    than ``min_delta`` and by more than :data:`ROUNDING` of its size: a network whose
+    params do not change (learning rate 0) logs the same loss up to the last bits each
+    epoch, as its batches are summed in a new order.
+
+    Args:
+      monitor: a key of the logs, e.g. ``"val_loss"`` or ``"val_auc"``.
+      mode: ``"auto"``, ``"min"`` or ``"max"``.
+      min_delta: the smallest change that counts as an improvement (>= 0).
     """
 
-    def __init__(self, monitor: str, mode: str, min_delta: float):
+    def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0):
         if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be the name of a logged value such as 'val_loss' or 'val_accuracy', got "
-                            f"{monitor!r} of type {type(monitor).__name__}.")
-        _checks.choice("mode", mode, ("auto", "min", "max"))
-        min_delta = _checks.non_negative_float("min_delta", min_delta)
-        self.monitor = monitor
-        self.sign = -1.0 if (mode == "max" or (mode == "auto" and "accuracy" in monitor)) else 1.0
-        self.min_delta = float(min_delta)
+            raise TypeError(f"monitor must be the name of a logged value such as 'val_loss', got {_checks.short(monitor)} "
+                            f"of type {type(monitor).__name__}.")
+        self.monitor, self.mode = monitor, _checks.choice("mode", mode, ("auto", "min", "max"))
+        self.min_delta = _checks.non_negative_float("min_delta", min_delta)
+        self.resolve(())
         self.reset()
+
+    def resolve(self, metrics) -> None:
+        """Set the direction of mode ``"auto"`` from the :class:`jdense.metrics.Metric` objects being logged."""
+        higher = self.mode == "max" or (self.mode == "auto" and metrics_lib.higher_is_better(self.monitor, metrics))
+        self.sign = -1.0 if higher else 1.0
 
     def reset(self):
         self.best = math.inf
@@ -92,7 +105,8 @@ class EarlyStopping(Callback):
       patience: epochs without improvement before stopping.
       min_delta: the smallest change that counts as an improvement (a change within float32
         rounding, 1e-6 of the value, never does).
-      mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracies, min otherwise).
+      mode: ``"min"``, ``"max"`` or ``"auto"``: the direction the metric declares
+        (``higher_is_better``: accuracy, precision, recall, f1, auc; lower for the loss).
       restore_best: hand back the params (and BatchNorm state) of the best epoch.
 
     Example:
@@ -106,7 +120,7 @@ class EarlyStopping(Callback):
                          ("monitor", "patience", "min_delta", "mode", "restore_best"))
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be an int >= 0, got {patience!r}.")
-        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.tracker = Monitor(monitor, mode, min_delta)
         self.patience = patience
         self.restore_best = _checks.boolean("restore_best", restore_best)
         self.stopped_epoch: int | None = None
@@ -152,7 +166,7 @@ class BestCheckpoint(Callback):
         if not callable(save):
             raise TypeError(f"save must be a callable (params, *, opt_state, state, epoch, metrics), got {save!r}.")
         self.save = save
-        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.tracker = Monitor(monitor, mode, min_delta)
 
     def on_train_begin(self):
         self.tracker.reset()
@@ -190,7 +204,7 @@ class ReduceLROnPlateau(Callback):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
         min_lr = _checks.non_negative_float("min_lr", min_lr)
-        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.tracker = Monitor(monitor, mode, min_delta)
         self.factor, self.patience, self.cooldown, self.min_lr = float(factor), patience, cooldown, float(min_lr)
         self.on_train_begin()
 

@@ -78,7 +78,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from jdense.network import Sequential, _mismatch
+from jdense import version
+from jdense.network import Sequential, mismatch
 
 __all__ = ["FORMAT", "Checkpoint", "checkpoint_callback", "load", "read_info", "save"]
 
@@ -366,10 +367,7 @@ def save(
     if views:
         header["views"] = views
     header["crc32"] = {name: _crc(arr) for name, arr in tensors.items()}
-    with contextlib.suppress(Exception):
-        import jdense
-
-        header["jdense_version"] = jdense.__version__
+    header["jdense_version"] = version.VERSION
     blob = json.dumps(header, default=_json_default)
 
     _remove_stale_temps(path)
@@ -702,7 +700,7 @@ def load(path: str | os.PathLike, like: Mapping[str, Any] | Checkpoint | None = 
 def _check_net_fits(path: pathlib.Path, net: Sequential, params: Any, state: Any) -> None:
     """Refuse a stored network config that does not describe the stored params and state."""
     try:
-        problem = _mismatch(net, params)
+        problem = mismatch(net, params)
         expected_state = jax.eval_shape(net.init_state)
     except (ValueError, TypeError) as err:
         raise _invalid(path, f"its network config does not build its params: {err}") from None

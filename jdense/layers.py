@@ -27,6 +27,24 @@ Params = Any
 State = Any
 
 
+def field(default: Any = dataclasses.MISSING, *, shapes: tuple[str, ...] = (), neutral: Any = dataclasses.MISSING):
+    """A layer field that shapes only the compiled programs named in ``shapes`` (``"init"``, ``"training"``).
+
+    A field declared without it shapes every program (e.g. ``in_features``). Programs are
+    cached per network *structure* (:func:`jdense.network.structure`): the network with
+    every field that does not shape that program set to its ``neutral`` value (default:
+    the field's default). So networks that differ only in such values (an L2 strength,
+    an initializer, a per-layer optimizer) share compiled programs, and a new layer field
+    declares here, once, what it shapes.
+
+    Example:
+      >>> lambda_: float = field(0.0)                   # a value: read by the optimizer only
+      >>> rate: float = field(shapes=("training",), neutral=0.0)
+    """
+    return dataclasses.field(default=default, metadata={
+        "shapes": frozenset(shapes), "neutral": default if neutral is dataclasses.MISSING else neutral})
+
+
 @runtime_checkable
 class Layer(Protocol):
     """What a layer must provide to be composed by :class:`jdense.Sequential`."""
@@ -63,14 +81,14 @@ class Dense:
     in_features: int
     out_features: int
     activation: str | Activation | None = "relu"
-    initializer: str | Initializer = "auto"
-    optimizer: optax.GradientTransformation | None = None
-    lambda_: float = 0.0
+    initializer: str | Initializer = field("auto", shapes=("init",))
+    optimizer: optax.GradientTransformation | None = field(None)
+    lambda_: float = field(0.0)
     use_bias: bool = True
     dtype: Any = jnp.float32
-    compute_dtype: Any = None
-    l1: float = 0.0
-    trainable: bool = True
+    compute_dtype: Any = field(None, shapes=("training",))
+    l1: float = field(0.0)
+    trainable: bool = field(True)
 
     name_prefix = "dense"
 
@@ -130,7 +148,7 @@ class Dropout:
     The identity in evaluation (``train=False``). Training needs a PRNG key.
     """
 
-    rate: float
+    rate: float = field(shapes=("training",), neutral=0.0)
 
     name_prefix = "dropout"
 
@@ -172,10 +190,10 @@ class BatchNorm:
     """
 
     features: int
-    momentum: float = 0.9
-    epsilon: float = 1e-5
+    momentum: float = field(0.9, shapes=("training",))
+    epsilon: float = field(1e-5, shapes=("training",))
     dtype: Any = jnp.float32
-    trainable: bool = True
+    trainable: bool = field(True)
 
     name_prefix = "batch_norm"
 

@@ -17,6 +17,13 @@ outputs, ``output > 0`` for a single one.
 | ``"auc"`` | histograms of the positive-class score over 1000 bins | ROC AUC (binary; one-vs-rest macro for several classes) |
 | ``"mse"``, ``"mae"``, ``"rmse"`` | per-sample errors (mean over features) | mean (root mean for rmse) |
 | a callable ``(outputs, targets) -> (batch,)`` | per-sample values | mean |
+
+Every metric declares its direction, ``higher_is_better``: monitors in mode ``"auto"``
+(:class:`jdense.EarlyStopping`, :class:`jdense.ReduceLROnPlateau`,
+:class:`jdense.BestCheckpoint`, :meth:`jdense.PopulationResult.best`) maximise the
+metrics that declare ``True`` and minimise the rest. A callable metric declares it with
+an attribute (``fn.higher_is_better = True``); without one it is lower-is-better unless
+its name is a known metric's.
 """
 
 from __future__ import annotations
@@ -40,12 +47,21 @@ AUC_BINS = 1000
 @dataclasses.dataclass(frozen=True, eq=False)
 class Metric:
     """A named metric: ``update(outputs, targets, weights) -> statistics``, summed over batches,
-    and ``result(statistics, count, width) -> float`` on the host; ``shape(width)`` is the statistics' shape."""
+    and ``result(statistics, count, width) -> float`` on the host.
+
+    Attributes:
+      name: the key in the logs (``val_`` + name for validation data).
+      update: the batch's weighted sufficient statistics, inside the compiled epoch.
+      result: the value from the epoch's summed statistics, on the host.
+      shape: ``shape(width)``, the statistics' shape for a network of output width ``width``.
+      higher_is_better: the direction monitors use in mode ``"auto"``.
+    """
 
     name: str
     update: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
     result: Callable[[np.ndarray, float, int], float]
     shape: Callable[[int], tuple[int, ...]] = lambda width: ()
+    higher_is_better: bool = False
     caveat: Callable[[int], str | None] = lambda width: None  # why the value means nothing at this width, if it does not
 
 
@@ -65,7 +81,7 @@ def accuracy(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def mean_metric(name: str, per_sample: Callable[[jax.Array, jax.Array], jax.Array],
-                finish: Callable[[float], float] = lambda v: v) -> Metric:
+                finish: Callable[[float], float] = lambda v: v, higher_is_better: bool = False) -> Metric:
     """The weighted mean of per-sample values (``finish`` applied to it, e.g. ``math.sqrt``)."""
 
     def update(outputs, targets, weights):
@@ -74,7 +90,7 @@ def mean_metric(name: str, per_sample: Callable[[jax.Array, jax.Array], jax.Arra
     def result(stats, count, width):
         return finish(float(stats) / count) if count > 0 else math.nan
 
-    return Metric(name, update, result)
+    return Metric(name, update, result, higher_is_better=higher_is_better)
 
 
 def top_k(k: int) -> Metric:
@@ -92,7 +108,8 @@ def top_k(k: int) -> Metric:
                     f"('top_k_accuracy', k) with k < {_classes(width)}.")
         return None
 
-    return dataclasses.replace(mean_metric("top_k_accuracy" if k == 5 else f"top_{k}_accuracy", per_sample), caveat=caveat)
+    metric = mean_metric("top_k_accuracy" if k == 5 else f"top_{k}_accuracy", per_sample, higher_is_better=True)
+    return dataclasses.replace(metric, caveat=caveat)
 
 
 def check_width(metrics, width: int, what: str) -> None:
@@ -126,7 +143,7 @@ def _classification(name: str) -> Metric:
         present = (predicted > 0) | (true > 0)  # macro average over the classes seen
         return float(value[present].mean()) if present.any() else math.nan
 
-    return Metric(name, _confusion, result, lambda width: (3, _classes(width)))
+    return Metric(name, _confusion, result, lambda width: (3, _classes(width)), higher_is_better=True)
 
 
 def _auc_scores(outputs):
@@ -165,17 +182,18 @@ def _auc_shape(width):
 
 
 _NAMED: dict[str, Callable[[], Metric]] = {
-    "accuracy": lambda: mean_metric("accuracy", accuracy),
+    "accuracy": lambda: mean_metric("accuracy", accuracy, higher_is_better=True),
     "top_k_accuracy": lambda: top_k(5),
     "precision": lambda: _classification("precision"),
     "recall": lambda: _classification("recall"),
     "f1": lambda: _classification("f1"),
-    "auc": lambda: Metric("auc", _auc_update, _auc_result, _auc_shape),
+    "auc": lambda: Metric("auc", _auc_update, _auc_result, _auc_shape, higher_is_better=True),
     "mse": lambda: mean_metric("mse", losses.PER_SAMPLE["mse"]),
     "mae": lambda: mean_metric("mae", losses.PER_SAMPLE["mae"]),
     "rmse": lambda: mean_metric("rmse", losses.PER_SAMPLE["mse"], math.sqrt),
 }
 METRICS = tuple(_NAMED)
+_HIGHER = frozenset(name for name, make in _NAMED.items() if make().higher_is_better)
 
 # Per-sample functions by name, for users who compute metrics themselves.
 PER_SAMPLE = {"accuracy": accuracy, "mse": losses.PER_SAMPLE["mse"], "mae": losses.PER_SAMPLE["mae"]}
@@ -203,5 +221,32 @@ def get_metric(spec: Any) -> Metric:
             raise ValueError(f"top_k_accuracy needs k >= 1, got {k!r}.")
         return top_k(int(k))
     if callable(spec):
-        return mean_metric(getattr(spec, "__name__", "metric"), spec)
+        name = getattr(spec, "__name__", "metric")
+        declared = getattr(spec, "higher_is_better", None)
+        if declared is not None and not isinstance(declared, bool):
+            raise TypeError(f"metric {name!r}: higher_is_better must be True or False, got {declared!r}.")
+        return mean_metric(name, spec, higher_is_better=_known_direction(name) if declared is None else declared)
     raise TypeError(f"a metric must be a name, ('top_k_accuracy', k) or a callable, got {spec!r}.")
+
+
+def _known_direction(name: str) -> bool:
+    """The name rule, only for names jdense knows: its metrics that grow with quality, and accuracies."""
+    return name in _HIGHER or name.endswith("accuracy")
+
+
+def higher_is_better(monitor: str, metrics=()) -> bool:
+    """Whether a larger value of the log entry ``monitor`` is better (``"val_"`` prefixes ignored).
+
+    The direction declared by the metric of that name among ``metrics`` (:class:`Metric`
+    objects), else the direction of jdense's metric of that name; the loss, unknown
+    names and the learning rate are lower-is-better.
+
+    Example:
+      >>> jdense.metrics.higher_is_better("val_auc")
+      True
+    """
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    for m in metrics:
+        if m.name == name:
+            return bool(m.higher_is_better)
+    return _known_direction(name)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdense import _checks, dense
+from jdense import _checks, caches, dense
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer, as_layer
 
 Params = dict[str, Any]
@@ -117,7 +117,7 @@ class Sequential:
         detail = f"{len(self.layers)} layers, the largest {largest}"
         _checks.fits_device("this network", _checks.nbytes(shapes), detail)
         try:
-            program = _init_program(_init_structure(self))
+            program = _init_program(structure(self, "init"))
         except TypeError:
             return self._init(key)
         return program(key)
@@ -166,7 +166,7 @@ class Sequential:
                 f"{what}: params must be the dict from net.init(key) (one entry per layer with params, e.g. "
                 f"'dense_0'); got {_describe(params) if hasattr(params, 'shape') else type(params).__name__}."
             )
-        if (problem := _mismatch(self, params)) is not None:
+        if (problem := mismatch(self, params)) is not None:
             raise ValueError(
                 f"{what}: params do not fit this network: {problem}; pass the params this network's init made "
                 "(or that fit returned for it), or build the network they belong to."
@@ -368,22 +368,25 @@ class Sequential:
             raise ValueError(f"not a jdense network config: {config!r} ({err}).") from err
 
 
-def _init_structure(net: Sequential) -> Sequential:
-    """``net`` with only what init reads: networks that differ in ``lambda_``, dropout rates... share one program."""
+def structure(net: Sequential, program: str) -> Sequential:
+    """``net`` with only what shapes ``program`` (``"init"`` or ``"training"``): networks with one structure share it.
 
+    Each layer field declared with :func:`jdense.layers.field` and not shaping ``program``
+    is set to its neutral value (e.g. ``lambda_`` to 0: the optimizer reads it, no
+    compiled program does); other fields, and layers that are not dataclasses, are kept.
+    """
     def strip(layer):
-        if type(layer) is Dense:
-            return dataclasses.replace(layer, optimizer=None, lambda_=0.0, l1=0.0, compute_dtype=None, trainable=True)
-        if type(layer) is Dropout:
-            return Dropout(0.0)
-        if type(layer) is BatchNorm:
-            return BatchNorm(layer.features, dtype=layer.dtype)
-        return layer
+        if not dataclasses.is_dataclass(layer):
+            return layer
+        changes = {f.name: f.metadata["neutral"] for f in dataclasses.fields(layer)
+                   if "shapes" in f.metadata and program not in f.metadata["shapes"]
+                   and getattr(layer, f.name) != f.metadata["neutral"]}
+        return dataclasses.replace(layer, **changes) if changes else layer
 
     return Sequential([strip(layer) for layer in net.layers])
 
 
-@functools.lru_cache(maxsize=64)
+@caches.cached
 def _init_program(net: Sequential):
     """``Sequential.init`` of this structure as one compiled program (cached; see ``jdense.clear_cache``)."""
     return jax.jit(net._init)
@@ -406,7 +409,7 @@ def _param_shapes(net: Sequential) -> dict[str, Any]:
     return out
 
 
-def _mismatch(net: Sequential, params: Mapping[str, Any]) -> str | None:
+def mismatch(net: Sequential, params: Mapping[str, Any]) -> str | None:
     """How ``params`` differ from what ``net.init`` makes (the first difference), or None."""
     shapes = net._param_shapes()
     for name, expected in shapes.items():

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jdense import _checks
+from jdense import _checks, caches
 from jdense.network import Sequential
 
 _SCALERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -165,7 +165,7 @@ def _build(s: _Structure) -> _Program:
     return _Program(tx, jax.jit(init))
 
 
-_program = functools.lru_cache(maxsize=128)(_build)
+_program = caches.cached(_build, maxsize=128)
 
 
 def with_values(state, hyperparams: dict):

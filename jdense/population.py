@@ -19,26 +19,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
+import inspect
 import itertools
 import math
 import numbers
-import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jdense import _checks, optim, parallel, programs, train
+from jdense import _checks, arguments, loop, optim, parallel, programs, train
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
-from jdense.callbacks import EarlyStopping, ProgressBar, _Monitor
+from jdense.callbacks import Callback, EarlyStopping, Monitor, ProgressBar
+from jdense.data import feed
 from jdense.layers import Dropout
 from jdense.network import Sequential
 
-MEMBER_KEYS = ("seed", "learning_rate", "lambda_", "dropout")
+MEMBER_KEYS = ("seed", "learning_rate", "lambda_", "l1", "dropout")
 """The hyperparameters a member dict may set."""
 
 
@@ -88,12 +89,14 @@ def _members(members) -> list[dict[str, Any]]:
         seed = m["seed"]
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
             raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {seed!r}.")
-        for name in ("learning_rate", "lambda_"):  # 0 is allowed: a member with learning rate 0 stays as it starts
+        for name in ("learning_rate", "lambda_", "l1"):  # 0 is allowed: a member with learning rate 0 stays as it starts
             if name in m:
-                try:
-                    m[name] = optim._number(name, m[name], positive=False)
-                except ValueError as err:
-                    raise ValueError(f"member {i}: {err}") from None
+                value = m[name]
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                        math.isfinite(value) and value >= 0):
+                    raise ValueError(f"member {i}: {name} must be a finite non-negative float, got "
+                                     f"{_checks.short(value)}.")
+                m[name] = float(value)
         if "dropout" in m:
             rate = m["dropout"]
             if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
@@ -140,16 +143,23 @@ class PopulationResult:
     history: dict[str, np.ndarray]
     epochs: np.ndarray
     members: list[dict[str, Any]]
+    metrics: tuple = ()
 
     def __len__(self) -> int:
         return len(self.members)
 
     def best(self, monitor: str = "val_loss", mode: str = "auto") -> int:
-        """The index of the member whose ``monitor`` is best at its last epoch (min or max, as EarlyStopping's mode)."""
+        """The index of the member whose ``monitor`` is best at its last epoch.
+
+        ``mode`` as EarlyStopping's: ``"auto"`` takes the metric's declared direction
+        (``higher_is_better``: the largest ``val_auc``, the smallest ``val_loss``).
+        """
         if monitor not in self.history:
             raise ValueError(f"cannot rank by {monitor!r}: the history has {sorted(self.history)}.")
         last = self.history[monitor][self.epochs - 1, np.arange(len(self))]
-        sign = _Monitor(monitor, mode, 0.0).sign
+        tracker = Monitor(monitor, mode)
+        tracker.resolve(self.metrics)
+        sign = tracker.sign
         if np.isnan(last).all():
             raise ValueError(f"every member's last {monitor!r} is NaN; nothing to rank.")
         return int(np.nanargmin(sign * last))
@@ -164,56 +174,17 @@ class PopulationResult:
         history = {k: [float(v) for v in h[:n, i]] for k, h in self.history.items()}
         return train.FitResult(take(self.params), take(self.opt_state), state, history, n)
 
-
-# -- compiled programs ------------------------------------------------------------------------
-def _member_epoch(spec, active, params, opt_state, state, *rest):
-    """fit's epoch for one member; a member that is not ``active`` keeps its params and states."""
-    new = programs._epoch(spec, params, opt_state, state, *rest)
-    keep = lambda n, o: jax.tree.map(lambda a, b: jnp.where(active, a, b), n, o)  # noqa: E731
-    return (*keep(new[:3], (params, opt_state, state)), *new[3:])
-
-
-def _compiler_options(mesh) -> dict[str, Any] | None:
-    """XLA options of the population's epoch: on CPU, LLVM's optimization level 1 (XLA's default is 2).
-
-    A population's step spends its time in library matmuls (batched over the members) and in
-    memory-bound updates of large arrays, which LLVM's level-2 passes do not speed up, and
-    level 1 compiles faster. Measured in fresh processes, alternating, on the 2-core CPU: 64 x
-    64-32-10 on 16,000 rows compiled in 1.17-1.25 s instead of 1.51-1.66 s, its epoch 0.67-0.69 s
-    either way; 32 x 64-128-64-10 on digits compiled in 1.6-2.0 s instead of 2.8-2.9 s at the
-    same speed (0.17-0.25 s against 0.19-0.34 s an epoch, on a noisier machine). A single
-    small network is another matter: there level 1 cost ~30% of its speed, so ``fit`` keeps
-    XLA's default. A level set in ``XLA_FLAGS`` wins; other platforms keep their defaults.
-    """
-    devices = jax.devices() if mesh is None else mesh.devices.flat
-    if next(iter(devices)).platform != "cpu" or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    return {"xla_backend_optimization_level": 1}
-
-
-@programs._cached
-def _training(spec: programs.Training):
-    """The population's epoch: :func:`programs._epoch` vmapped over the member axis, the data shared."""
-    axes = (0, 0, 0, 0) + (None,) * 9
-    return jax.jit(jax.vmap(functools.partial(_member_epoch, spec), in_axes=axes), donate_argnums=(1, 2, 3),
-                   compiler_options=_compiler_options(spec.mesh))
-
-
-@jax.jit
-def _select(mask, new, old):
-    """Per member: ``new`` where ``mask`` else ``old`` (the best params of EarlyStopping(restore_best))."""
-    return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
-
-
-def _fits_device(n_members: int, one_params, tx) -> None:
-    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit the device."""
-    one = _checks.nbytes(one_params) + _checks.nbytes(jax.eval_shape(tx.init, one_params))
-    _checks.fits_device(f"a population of {n_members:,} members", n_members * one,
-                        f"{n_members:,} x {one:,} bytes of params and optimizer state; train fewer members at a time")
+    def __repr__(self) -> str:
+        return f"PopulationResult({len(self)} members, epochs {self.epochs.tolist()}, history {sorted(self.history)})"
 
 
 def _stack(trees: list) -> Any:
     return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *trees)
+
+
+def _l1_net(net: Sequential) -> Sequential:
+    """``net`` with an L1 term on every layer that has an L2 one, so that its optimizer carries ``l1`` values."""
+    return Sequential([dataclasses.replace(layer, l1=1.0) if hasattr(layer, "l1") else layer for layer in net.layers])
 
 
 def _member_net(net: Sequential, dropout: bool) -> Sequential:
@@ -224,110 +195,57 @@ def _member_net(net: Sequential, dropout: bool) -> Sequential:
     return Sequential([MemberDropout() if type(layer) is Dropout else layer for layer in net.layers])
 
 
-def fit_population(
-    net: Sequential,
-    x: jax.typing.ArrayLike,
-    y: jax.typing.ArrayLike,
-    *,
-    members: int | Sequence[dict],
-    loss: str | Callable,
-    optimizer: str = "adam",
-    epochs: int,
-    batch_size: int | None,
-    key: jax.Array,
-    validation_data: tuple | None = None,
-    metrics: Sequence[str] | None = None,
-    callbacks: Sequence[Any] = (),
-    class_weight: dict | Sequence[float] | None = None,
-    verbose: int = 1,
-    skip_nonfinite: bool = False,
-    compute_dtype: Any = None,
-    mesh: Any = None,
-    **optimizer_options: Any,
-) -> PopulationResult:
-    """Train a population of networks in one compiled fit: one program per epoch for every member.
-
-    Member ``i`` starts from ``net.init(jax.random.key(seed_i))`` and trains as
-    ``jdense.fit(net_i, ..., optimizer=jdense.optimizer(net_i, optimizer, learning_rate_i), key=key)``
-    would, where ``net_i`` carries the member's ``lambda_`` (every Dense layer) and dropout
-    rate (every Dropout layer). Every member sees the batch order drawn from ``key``.
-
-    Args:
-      net: the network every member has.
-      x, y: training data, shared by the members (never copied per member).
-      members: N (seeds 0..N-1, the same hyperparameters) or a list of dicts with keys
-        among ``seed`` (default: the index), ``learning_rate`` (default 1e-3; 0 keeps the member as it starts), ``lambda_``
-        (default: the net's) and ``dropout`` (default: the net's), e.g. from :func:`grid`.
-      loss, epochs, batch_size, key, validation_data, metrics, class_weight, verbose,
-        skip_nonfinite, compute_dtype, mesh: as in :func:`jdense.fit` (with a mesh,
-        members are replicated and batch rows sharded).
-      optimizer: a base name as in :func:`jdense.optimizer` (``"adam"``, ``"sgd"``, ...).
-      callbacks: :class:`jdense.EarlyStopping` acts per member: a stopped member's params
-        and states stay frozen and its later history entries are NaN; ``restore_best``
-        per member. Other callbacks get ``on_epoch_end(epoch, logs, params, ...)`` once
-        per epoch with ``logs`` of per-member arrays and the stacked params.
-      **optimizer_options: keyword options of :func:`jdense.optimizer`, e.g. ``clip_norm=1.0``.
-
-    Returns:
-      A :class:`PopulationResult`.
-
-    Raises:
-      ValueError, TypeError: for bad members (naming the member) or arguments, before compiling.
-
-    Example:
-      >>> pop = jdense.fit_population(net, x, y, members=5, loss="cross_entropy", epochs=10,
-      ...                             batch_size=32, key=jax.random.key(0))
-      >>> pop.history["accuracy"][-1]     # the last epoch's accuracy of each of the 5 members
-    """
-    if not isinstance(net, Sequential):
-        raise TypeError(f"net must be a jdense.Sequential, got {type(net).__name__}.")
-    if not isinstance(optimizer, str):
-        raise TypeError(f"optimizer must be a base name such as 'adam' (members set the learning rate), got {optimizer!r}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
-    epochs = int(epochs)
-    members = _members(members)
-    n_members = len(members)
-    per_dropout = any("dropout" in m for m in members)
-    member_net = _member_net(net, per_dropout)
-    tx = optim.optimizer(net, optimizer, 1e-3, **optimizer_options)  # the members' rates are values in its state
+def _optimizer(net: Sequential, optimizer, members: list[dict], options: dict) -> optax.GradientTransformation:
+    """The members' optimizer: a base name, or a ``jdense.optimizer(...)`` whose values become the members' defaults."""
+    if isinstance(optimizer, str):
+        per_l1 = any("l1" in m for m in members)
+        tx = optim.optimizer(_l1_net(net) if per_l1 else net, optimizer, 1e-3, **options)
+        if per_l1:  # the layers' own l1 values, not the placeholder's
+            own = [float(getattr(layer, "l1", 0.0)) for layer in net.layers if hasattr(layer, "lambda_")]
+            tx.init.hyperparams["l1"] = own
+    elif isinstance(optimizer, optax.GradientTransformation) and isinstance(optimizer.init, optim.OptimizerInit):
+        if options:
+            raise TypeError(f"fit_population does not take {', '.join(k + '=' for k in sorted(options))} with a "
+                            "jdense.optimizer(...): set them in jdense.optimizer(net, ..., clip_norm=...) itself.")
+        tx = optimizer
+        if any("l1" in m for m in members) and "l1" not in tx.init.hyperparams:
+            raise ValueError("a member sets l1 but the optimizer has no L1 term; pass optimizer='adam' (a name), or "
+                             "build it from a network with l1 set, e.g. jdense.optimizer(jdense.mlp(..., l1=...)).")
+    else:
+        raise TypeError(
+            "fit_population: optimizer must be a name such as 'adam' or a jdense.optimizer(net, ...) result (the "
+            f"members' learning rates are values in its state), got {_checks.short(optimizer)}; a plain optax "
+            "transformation cannot take per-member values.")
     if "learning_rate" not in tx.init.hyperparams:
         raise ValueError("fit_population needs a learning rate that is a value, not a schedule.")
+    return tx
 
-    per_sample = losses_lib.per_sample(loss)
-    metric_objs = train._metrics(loss, metrics)
-    seed = train._key_data(key)
-    x, y = train._as_data(x, y, "fit_population")
-    n = x.shape[0]
-    batch = train._batch_size(batch_size, n)
-    parallel.check_batch(mesh, batch, "fit_population")
-    one_state = member_net.init_state()
-    one_params = jax.eval_shape(net.init, jax.random.key(0))
-    _checks.trainable("fit_population", net, one_params)
-    out_shape = train._output_shape(net, one_params, net.init_state(), x, "fit_population")
-    train._check_labels(loss, y, out_shape, "fit_population")
-    metrics_lib.check_width(metric_objs, train._width(out_shape), "fit_population")
-    cw = train._class_weights(class_weight, out_shape)
-    checked_val = train._validation(validation_data, loss, out_shape, "fit_population(validation_data)")
-    callbacks = train._callbacks(callbacks, metric_objs, validation_data is not None, skip_nonfinite)
-    _fits_device(n_members, one_params, tx)
-    stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
-    others = [cb for cb in callbacks if not isinstance(cb, EarlyStopping)]
 
-    # The members' starting points: params, a template of the optimizer state, the network state.
-    # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
-    params = _stack([net.init(jax.random.key(m["seed"])) for m in members])
+def _opt_state(tx, params, members: list[dict]):
+    """The members' optimizer states (a template filled in the first epoch) with their values, and the value names."""
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
     one_template, hyper = programs.initial_opt_state(tx, shapes)
     values = {k: [] for k in hyper}
     for m in members:
-        v = {**tx.init.hyperparams, "learning_rate": m.get("learning_rate", 1e-3)}
-        if "lambda_" in m and "lambda_" in v:
-            v["lambda_"] = [m["lambda_"]] * len(v["lambda_"])
+        v = dict(tx.init.hyperparams)
+        for name in ("learning_rate", "lambda_", "l1"):
+            if name in m and name in v:
+                v[name] = [m[name]] * len(v[name]) if isinstance(v[name], list | tuple) else m[name]
         for k in hyper:
             values[k].append(v[k])
-    opt_state = optim.with_values(jax.tree.map(lambda a: np.broadcast_to(a, (n_members, *a.shape)), one_template),
-                                  optim.host_values(values))
+    template = jax.tree.map(lambda a: np.broadcast_to(a, (len(members), *a.shape)), one_template)
+    return optim.with_values(template, optim.host_values(values)), hyper
+
+
+def _fits_device(n_members: int, one_params, tx) -> None:
+    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit the device."""
+    one = _checks.nbytes(one_params) + _checks.nbytes(jax.eval_shape(tx.init, one_params))
+    _checks.fits_device(f"a population of {n_members:,} members", n_members * one,
+                        f"{n_members:,} x {one:,} bytes of params and optimizer state; train fewer members at a time")
+
+
+def _states(net: Sequential, member_net: Sequential, members: list[dict], compute_dtype) -> Any:
+    one_state = member_net.init_state()
     if compute_dtype is not None and jnp.dtype(compute_dtype) == jnp.float16:
         one_state = {**one_state, programs.LOSS_SCALE: programs.initial_loss_scale()}
     states = []
@@ -338,81 +256,209 @@ def fit_population(
                 rate = m.get("dropout", next(lay.rate for lay in net.layers if isinstance(lay, Dropout)))
                 s[name] = {"keep": np.float32(1.0 - rate)}
         states.append(s)
-    state = _stack(states)
+    return _stack(states)
 
-    run_epoch = _training(train._training_spec(
+
+class MemberStopping(Callback):
+    """The population's EarlyStopping: a copy of each stopper per member, run on that member's logs.
+
+    A stopped member leaves ``active`` (its params and states stay frozen, its later
+    history is NaN); with ``restore_best`` each member that improved gets its best
+    epoch's params back at the end. Asks to stop when no member is active.
+    """
+
+    def __init__(self, stoppers: list[EarlyStopping], members: int):
+        self.stoppers = stoppers
+        self.copies = [[copy.deepcopy(cb) for _ in range(members)] for cb in stoppers]
+        for cbs in self.copies:
+            for cb in cbs:
+                cb.restore_best = False
+        self.restore = any(cb.restore_best for cb in stoppers)
+        self.active = np.ones(members, bool)
+        self.ran = np.zeros(members, np.int64)
+        self.best = None
+
+    def on_train_begin(self):
+        for cbs in self.copies:
+            for cb in cbs:
+                cb.on_train_begin()
+
+    def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
+        self.ran[self.active] = epoch + 1
+        stopped = np.zeros_like(self.active)
+        improved = np.zeros_like(self.active)
+        for cb, cbs in zip(self.stoppers, self.copies):
+            for i in np.flatnonzero(self.active):
+                stopped[i] |= bool(cbs[i].on_epoch_end(epoch, {k: float(v[i]) for k, v in logs.items()}, None))
+                improved[i] |= cb.restore_best and cbs[i].best_epoch == epoch
+        if self.restore and improved.any():
+            best = (params, state) if self.best is None else self.best
+            self.best = programs.select(improved, (params, state), best)
+        self.active &= ~stopped
+        return not self.active.any()
+
+    def on_train_end(self, params, state):
+        return self.best  # members that improved at least once get their best epoch back
+
+
+class PopulationBar(ProgressBar):
+    """The progress bar of a population: the best and median loss (and val_loss) of the members."""
+
+    def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
+        return super().on_epoch_end(epoch, _summary(logs), None)
+
+
+_FIT_ONLY = ("params", "opt_state", "state", "initial_epoch")
+
+
+def fit_population(
+    net: Sequential,
+    x: Any,
+    y: jax.typing.ArrayLike | None = None,
+    *,
+    members: int | Sequence[dict],
+    loss: str | Callable,
+    optimizer: str | optax.GradientTransformation = "adam",
+    epochs: int = 1,
+    batch_size: int | None = 32,
+    key: jax.Array | None = None,
+    validation_data: tuple | None = None,
+    metrics: Sequence[str] | None = None,
+    callbacks: Sequence[Any] = (),
+    class_weight: dict | Sequence[float] | None = None,
+    verbose: int = 1,
+    skip_nonfinite: bool = False,
+    compute_dtype: Any = None,
+    mesh: Any = None,
+    sample_weight: jax.typing.ArrayLike | None = None,
+    validation_split: float | None = None,
+    stream: bool | None = None,
+    steps_per_epoch: int | None = None,
+    device_memory: int | None = None,
+    data: str = "global",
+    **optimizer_options: Any,
+) -> PopulationResult:
+    """Train a population of networks in one compiled fit: one program per epoch for every member.
+
+    Member ``i`` starts from ``net.init(jax.random.key(seed_i))`` and trains as
+    ``jdense.fit(net_i, ..., optimizer=jdense.optimizer(net_i, optimizer, learning_rate_i), key=key)``
+    would, where ``net_i`` carries the member's ``lambda_``/``l1`` (every Dense layer) and
+    dropout rate (every Dropout layer). Every member sees the batch order drawn from ``key``.
+
+    Args:
+      net: the network every member has.
+      x, y: training data, shared by the members (never copied per member); everything
+        :func:`jdense.fit` takes: arrays, memory maps (streamed), iterables of batches.
+      members: N (seeds 0..N-1, the same hyperparameters) or a list of dicts with keys
+        among ``seed`` (default: the index), ``learning_rate`` (0 keeps the member as it
+        starts), ``lambda_`` and ``l1`` (on every layer with an L2 term) and ``dropout``;
+        what a member leaves out is the optimizer's (or the net's) value. E.g. from :func:`grid`.
+      optimizer: a base name as in :func:`jdense.optimizer` (learning rate 1e-3), or a
+        ``jdense.optimizer(net, ...)`` result whose values (learning rate, L2/L1, clip_norm)
+        become the members' defaults.
+      sample_weight: ``(n,)`` weights shared by the members, as in :func:`jdense.fit`, or
+        ``(members, n)``: a row of weights per member (0: the member never sees that row;
+        e.g. cross-validation folds). Member ``i`` trains as ``fit(..., sample_weight=w[i])``.
+      callbacks: :class:`jdense.EarlyStopping` acts per member: a stopped member's params
+        and states stay frozen and its later history entries are NaN; ``restore_best``
+        per member. Other callbacks get ``on_epoch_end(epoch, logs, params, ...)`` once
+        per epoch with ``logs`` of per-member arrays and the stacked params.
+      loss, epochs, batch_size, key, validation_data, metrics, class_weight, verbose,
+        skip_nonfinite, compute_dtype, mesh, validation_split, stream, steps_per_epoch,
+        device_memory, data: as in :func:`jdense.fit` (with a mesh, members are
+        replicated and batch rows sharded).
+      **optimizer_options: keyword options of :func:`jdense.optimizer`, e.g. ``clip_norm=1.0``.
+
+    Returns:
+      A :class:`PopulationResult`.
+
+    Raises:
+      ValueError, TypeError: for bad members (naming the member) or arguments, before compiling.
+
+    Example:
+      >>> pop = jdense.fit_population(net, x, y, members=5, loss="cross_entropy", epochs=10,
+      ...                             key=jax.random.key(0))
+      >>> pop.history["accuracy"][-1]     # the last epoch's accuracy of each of the 5 members
+    """
+    what = "fit_population"
+    arguments.refuse_unknown(what, optimizer_options, _FIT_ONLY, "members start from net.init(jax.random.key(seed)) "
+                             "with a fresh optimizer; train further with jdense.fit on pop.member(i).")
+    arguments.refuse_unknown(what, optimizer_options, inspect.signature(train.fit).parameters,
+                             "see help(jdense.fit_population) for the arguments it takes.")
+    arguments.network(net, what)
+    epochs, _ = arguments.epochs(epochs)
+    compute_dtype = arguments.compute_dtype(compute_dtype)
+    members = _members(members)
+    member_net = _member_net(net, any("dropout" in m for m in members))
+    tx = _optimizer(net, optimizer, members, optimizer_options)
+    per_sample = losses_lib.per_sample(loss)
+    metric_objs = arguments.metric_objects(loss, metrics)
+    seed = arguments.key_data(key, what)
+    data_in = feed.prepare(
+        x, y, batch_size=batch_size, sample_weight=sample_weight, validation_split=validation_split,
+        validation_data=validation_data, stream=stream, data=data, steps_per_epoch=steps_per_epoch,
+        device_memory=device_memory, mesh=mesh, seed=seed, finite=not skip_nonfinite, members=len(members), what=what)
+    parallel.check_batch(mesh, data_in.batch, what)
+    one_params = jax.eval_shape(net.init, jax.random.key(0))
+    _checks.trainable(what, net, one_params)
+    out_shape = arguments.output_shape(net, one_params, net.init_state(), data_in.x, what)
+    if data_in.source is None:
+        feed.labels(loss, data_in.y, out_shape, what)
+    metrics_lib.check_width(metric_objs, arguments.width(out_shape), what)
+    cw = arguments.class_weights(class_weight, out_shape, what)
+    checked_val = feed.validation(data_in.validation_data, loss, out_shape, f"{what}(validation_data)")
+    callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None, skip_nonfinite)
+    if callbacks.adjusters:
+        raise TypeError(f"{what} does not run callbacks with adjust_hyperparams (e.g. ReduceLROnPlateau): the members "
+                        "would need one schedule each; give members learning rates instead, or use jdense.fit.")
+
+    _fits_device(len(members), one_params, tx)
+    # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
+    params = _stack([net.init(jax.random.key(m["seed"])) for m in members])
+    opt_state, hyper = _opt_state(tx, params, members)
+    state = _states(net, member_net, members, compute_dtype)
+    spec = arguments.training_spec(
         member_net, per_sample, metric_objs, tx, hyperparams=hyper, compute_dtype=compute_dtype, class_weight=cw,
-        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=validation_data is not None))
+        mesh=mesh, skip_nonfinite=skip_nonfinite, validation=checked_val is not None)
     cw_dev = None if cw is None else jax.device_put(cw)
     params, opt_state, state, cw_dev = parallel.place((params, opt_state, state, cw_dev), mesh)
-    x_dev, y_dev = parallel.device_data((x, y), mesh, "fit_population")
-    val = train._device_validation(checked_val, batch, mesh, "fit_population(validation_data)")
-    width = train._width(out_shape)
-    key_dev = parallel.place(key, mesh)
+    val = feed.device_validation(checked_val, data_in.batch, mesh, f"{what}(validation_data)")
+    runner = feed.epochs(data_in, spec, loss=loss, out_shape=out_shape, seed=seed, key=parallel.place(key, mesh),
+                         class_weight=cw_dev, val=val, mesh=mesh, per_process=data == "per_process",
+                         epochs=range(epochs), members=len(members), what=what)
+    stopping = MemberStopping([cb for cb in callbacks.callbacks if isinstance(cb, EarlyStopping)], len(members))
+    callbacks.callbacks = [cb for cb in callbacks.callbacks if not isinstance(cb, EarlyStopping)]
+    if verbose:
+        callbacks.append(PopulationBar(epochs, verbose, note=runner.note))
+    callbacks.append(stopping)  # last: its on_train_end hands back the members' best params
+    epoch_fn = _epoch_fn(runner, stopping, metric_objs, arguments.width(out_shape), skip_nonfinite, val is not None)
+    (params, opt_state, state), history, _ = loop.run(epoch_fn, (params, opt_state, state), range(epochs), callbacks)
+    hist = {k: np.stack(v) for k, v in history.items()}
+    return PopulationResult(params, opt_state, state, hist, stopping.ran, members, metric_objs)
 
-    member_stoppers = [[copy.deepcopy(cb) for _ in members] for cb in stoppers]
-    for cbs in member_stoppers:
-        for cb in cbs:
-            cb.restore_best = False
-            cb.on_train_begin()
-    restore = any(cb.restore_best for cb in stoppers)
-    best_params = best_state = None
-    bar = ProgressBar(epochs, verbose) if verbose else None
-    for cb in [*others, *([bar] if bar else [])]:
-        getattr(cb, "on_train_begin", lambda: None)()
 
-    active = np.ones(n_members, bool)
-    ran = np.zeros(n_members, np.int64)
-    history: dict[str, list[np.ndarray]] = {}
+def _epoch_fn(runner, stopping: MemberStopping, metric_objs, width: int, skip_nonfinite: bool, validation: bool):
+    """The population's epoch for :func:`jdense.loop.run`: logs of per-member arrays, NaN for stopped members."""
     fresh = True
-    for epoch in range(epochs):
-        order = np.random.default_rng([*seed, epoch]).permutation(n) if batch < n else np.arange(n)
-        idx, mask = parallel.place(train._padded_indices(order, batch), mesh)
-        params, opt_state, state, sums, val_sums = run_epoch(
-            active, params, opt_state, state, x_dev, y_dev, idx, mask, key_dev, np.uint32(epoch), cw_dev,
-            np.bool_(fresh), val)
+
+    def epoch_fn(carry, epoch):
+        nonlocal fresh
+        active = stopping.active
+        params, opt_state, state, sums, val_sums = runner.run((active,), *carry, epoch, fresh)
         fresh = False
-        rows = [train._logs(s, metric_objs, width, skip_nonfinite) for s in np.asarray(sums)]
-        if val is not None:
+        rows = [loop.logs_of(s, metric_objs, width, skip_nonfinite) for s in np.asarray(sums)]
+        if validation:
             for r, s in zip(rows, np.asarray(val_sums)):
-                r.update(train._logs(s, metric_objs, width, prefix="val_"))
+                r.update(loop.logs_of(s, metric_objs, width, prefix="val_"))
         logs = {k: np.array([r[k] if a else math.nan for r, a in zip(rows, active)]) for k in rows[0]}
         bad = active & ~np.isfinite(logs["loss"])
         if bad.any() and not skip_nonfinite:
-            raise FloatingPointError(
-                f"fit_population: the training loss of members {np.flatnonzero(bad).tolist()} became non-finite in "
-                f"epoch {epoch + 1}; lower their learning rates, pass clip_norm=, or skip_nonfinite=True."
-            )
-        for k, v in logs.items():
-            history.setdefault(k, []).append(v)
-        ran[active] = epoch + 1
-        stopped = np.zeros(n_members, bool)
-        improved = np.zeros(n_members, bool)
-        for cb, cbs in zip(stoppers, member_stoppers):
-            for i in np.flatnonzero(active):
-                stopped[i] |= bool(cbs[i].on_epoch_end(epoch, {k: float(v[i]) for k, v in logs.items()}, None))
-                improved[i] |= cb.restore_best and cbs[i].best_epoch == epoch
-        if restore and improved.any():
-            best_params, best_state = (params, state) if best_params is None else (best_params, best_state)
-            best_params, best_state = _select(improved, (params, state), (best_params, best_state))
-        stop_all = False
-        for cb in others:
-            hook = getattr(cb, "on_epoch_end", None)
-            if hook is not None and hook(epoch, logs, params, opt_state=opt_state, state=state):
-                stop_all = True
-        if bar is not None:
-            bar.on_epoch_end(epoch, _summary(logs), None)
-        active &= ~stopped
-        if stop_all or not active.any():
-            break
-    if bar is not None:
-        bar.on_train_end(None, None)
-    for cb in others:
-        getattr(cb, "on_train_end", lambda *a: None)(params, state)
-    if best_params is not None:  # members that improved at least once get their best epoch back
-        params, state = best_params, best_state
-    hist = {k: np.stack(v) for k, v in history.items()}
-    return PopulationResult(params, opt_state, state, hist, ran, members)
+            raise train.nonfinite_error(
+                "fit_population", runner, epoch, f"of members {np.flatnonzero(bad).tolist()} became non-finite",
+                "lower their learning rates, pass clip_norm=, or skip_nonfinite=True.")
+        return (params, opt_state, state), logs
+
+    return epoch_fn
 
 
 def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
@@ -483,15 +529,16 @@ def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.t
       >>> jdense.ensemble_evaluate(net, pop.params, x_test, y_test)
       {'loss': 0.08, 'accuracy': 0.98}
     """
+    what = "ensemble_evaluate"
     name = losses_lib.name_of(loss)
     if name in ("kl_divergence", "sigmoid_focal"):
-        raise ValueError(f"ensemble_evaluate: loss={name!r} is not supported; evaluate the ensemble's probabilities with "
+        raise ValueError(f"{what}: loss={name!r} is not supported; evaluate the ensemble's probabilities with "
                          "loss='cross_entropy' or 'binary_cross_entropy', or a regression loss.")
-    x, y = train._as_data(x, y, "ensemble_evaluate")
-    members_state = train._member_args(net, params, state, True, "ensemble_evaluate")
-    out_shape = train._output_shape(net, train._member(params, True), train._member(members_state, True), x,
-                                    "ensemble_evaluate")
-    train._check_labels(loss, y, out_shape, "ensemble_evaluate")
+    x, y = feed.arrays(x, y, what)
+    members_state = arguments.members(net, params, state, True, what)
+    out_shape = arguments.output_shape(net, arguments.member_shapes(params), arguments.member_shapes(members_state), x,
+                                       what)
+    feed.labels(loss, y, out_shape, what)
     p = ensemble_predict(net, params, x, loss=loss, state=state, batch_size=batch_size)
     tiny = np.finfo(np.float64).tiny
     if name == "cross_entropy":

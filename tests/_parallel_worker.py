@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jdense
-from jdense import losses, parallel, programs, train
+from jdense import arguments, losses, parallel, programs
+from jdense.data import feed
 
 
 def problem():
@@ -65,8 +66,8 @@ def main():
     out["mesh2"] = {"params": max_diff(r.params, plain.params), "devices": len(jax.tree.leaves(r.params)[0].sharding.device_set)}
 
     # The compiled epoch splits each batch of 64 rows into 4 × 16 and all-reduces the gradient.
-    fn = programs.training(train._training_spec(net, losses.per_sample("cross_entropy"), {}, kw["optimizer"], mesh=mesh))
-    idx, mask = train._padded_indices(np.arange(1000), 64)
+    fn = programs.training(arguments.training_spec(net, losses.per_sample("cross_entropy"), {}, kw["optimizer"], mesh=mesh))
+    idx, mask = feed.padded_indices(np.arange(1000), 64)
     p = parallel.place(params, mesh)
     args = parallel.place((p, kw["optimizer"].init(p), {}, x, y, idx, mask, jax.random.key(0)), mesh)
     args = (*args, np.uint32(0), None, np.bool_(False), None)

@@ -169,19 +169,56 @@ def test_population_checkpoint_round_trip(tmp_path, grid_population):
 
 def test_population_programs_compile_at_llvm_level_1_on_cpu(monkeypatch):
     """On CPU the population's epoch is compiled with LLVM level 1 unless XLA_FLAGS sets a level; it trains the same."""
-    from jdense import population
+    from jdense import programs
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true")
-    assert population._compiler_options(None) == {"xla_backend_optimization_level": 1}
+    assert programs.compiler_options(None) == {"xla_backend_optimization_level": 1}
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    assert population._compiler_options(None) is None
+    assert programs.compiler_options(None) is None
     monkeypatch.setenv("XLA_FLAGS", "")
-    population._training.cache_clear()
+    programs.population.cache_clear()
     try:
         net = jdense.mlp([6, 8, 3])
         pop = jdense.fit_population(net, X, Y, members=[{"seed": 3, "learning_rate": 1e-2}], **KW)
     finally:
-        population._training.cache_clear()
+        programs.population.cache_clear()
     alone = _alone(net, {"seed": 3, "learning_rate": 1e-2})
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(0).params)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+
+
+def test_per_member_sample_weights_equal_separate_weighted_fits():
+    """A (members, n) sample_weight gives each member its own weights: member i trains as fit(sample_weight=w[i])."""
+    net = jdense.mlp([6, 12, 3])
+    w = np.stack([np.ones(80, np.float32), (np.arange(80) % 3 != 0).astype(np.float32),
+                  RNG.uniform(0.2, 2.0, 80).astype(np.float32)])
+    pop = jdense.fit_population(net, X, Y, members=3, sample_weight=w, **KW)
+    for i in range(3):
+        alone = _alone(net, pop.members[i], sample_weight=w[i])
+        for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(i).params)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+        np.testing.assert_allclose(pop.member(i).history["loss"], alone.history["loss"], atol=MEMBER_TOL)
+    shared = jdense.fit_population(net, X, Y, members=[{"seed": 1}], sample_weight=w[1], **KW)
+    np.testing.assert_allclose(shared.history["loss"][:, 0], pop.history["loss"][:, 1], atol=MEMBER_TOL)
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(80,\) \(shared\) or \(3, 80\)"):
+        jdense.fit_population(net, X, Y, members=3, sample_weight=w[:2], **KW)
+    with pytest.raises(ValueError, match=r"0 for every row of members \[1\]"):
+        jdense.fit_population(net, X, Y, members=3, sample_weight=w * np.array([[1], [0], [1]], np.float32), **KW)
+
+
+def test_per_member_l1_equals_a_fit_with_that_l1():
+    net = jdense.mlp([6, 12, 3])
+    members = [{"l1": 0.0}, {"l1": 1e-2}, {"l1": 3e-2, "lambda_": 1e-3}]
+    pop = jdense.fit_population(net, X, Y, members=members, **KW)
+    for i, m in enumerate(pop.members):
+        net_i = jdense.Sequential([dataclasses.replace(layer, l1=m["l1"], lambda_=m.get("lambda_", 0.0))
+                                   for layer in net.layers])
+        alone = jdense.fit(net_i, net_i.init(jax.random.key(m["seed"])), X, Y,
+                           optimizer=jdense.optimizer(net_i, "adam", 1e-3), **KW)
+        for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(i).params)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+    assert jdense.hyperparams(pop.member(2).opt_state)["l1"] == [0.03, 0.03]
+    w1 = [np.abs(np.asarray(pop.member(i).params["dense_0"]["w"])).sum() for i in range(3)]
+    assert w1[2] < w1[1] < w1[0]  # a stronger L1 term gives smaller weights
+    with pytest.raises(ValueError, match="member 0: l1"):
+        jdense.fit_population(net, X, Y, members=[{"l1": -1.0}], **KW)

@@ -352,47 +352,8 @@ def _parse_float(cell: str) -> float:
     return float(text)
 
 
-def csv(
-    path: PathLike,
-    target: str,
-    *,
-    task: Literal["classification", "regression"] = "classification",
-    delimiter: str = ",",
-    encoding: str = "utf-8-sig",
-) -> tuple[NDArray[np.float32], NDArray[Any]]:
-    """Loads a numeric table with a header row from a CSV file.
-
-    Every column except ``target`` is a feature and must be numeric. Empty
-    cells count as missing values and, like ``nan``/``inf``, make the load
-    fail with the number of affected rows so you can clean the file first.
-
-    Args:
-        path: CSV file (UTF-8, optional BOM) whose first row names the columns.
-        target: Name of the target column.
-        task: ``"classification"`` (integer class labels) or
-            ``"regression"`` (real-valued target).
-        delimiter: One-character field separator, e.g. ``";"`` or ``"\\t"``.
-        encoding: The file's text encoding; the default reads UTF-8 with or
-            without a byte-order mark. E.g. ``"latin-1"`` or ``"cp1252"`` for
-            files saved by older spreadsheet programs.
-
-    Returns:
-        ``(x, y)`` with ``x`` float32 of shape ``(num_rows, num_features)``
-        (columns in file order) and ``y`` int32 for classification or float32
-        for regression, of shape ``(num_rows,)``.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not text in ``encoding``, the header or
-            target column is missing, a row has the wrong number of fields, a
-            feature cell is not numeric, features hold NaN/Inf/empty cells or
-            values beyond float32's range, or the target does not fit ``task``.
-        TypeError: If ``target`` is not a string.
-
-    Example:
-        >>> x, y = csv("iris.csv", target="species")
-        >>> x, y = csv("houses.csv", target="price", task="regression")
-    """
+def _csv_arguments(path: PathLike, target, task, delimiter, encoding) -> tuple[Path, str]:
+    """:func:`csv`'s arguments checked: ``(the file, how errors name the call)``."""
     file = Path(path).expanduser()
     source = f"csv('{path}')"
     if task not in ("classification", "regression"):
@@ -410,7 +371,11 @@ def csv(
     if not file.is_file():
         what = "is a directory, not a file" if file.is_dir() else "does not exist"
         raise FileNotFoundError(f"{source}: '{file}' {what}; check the path to your CSV file")
+    return file, source
 
+
+def _read_table(file: Path, source: str, target: str, delimiter: str, encoding: str):
+    """The header, the non-blank data rows and their line numbers of a CSV file, checked (see :func:`csv`)."""
     data = file.read_bytes()
     try:
         text = data.decode(encoding)
@@ -456,7 +421,52 @@ def csv(
         raise ValueError(f"{source}: the file has a header but no data rows; add at least one row")
     if len(header) == 1:
         raise ValueError(f"{source}: the only column is the target {target!r}; there are no feature columns")
+    return header, rows, lines
 
+
+def csv(
+    path: PathLike,
+    target: str,
+    *,
+    task: Literal["classification", "regression"] = "classification",
+    delimiter: str = ",",
+    encoding: str = "utf-8-sig",
+) -> tuple[NDArray[np.float32], NDArray[Any]]:
+    """Loads a numeric table with a header row from a CSV file.
+
+    Every column except ``target`` is a feature and must be numeric. Empty
+    cells count as missing values and, like ``nan``/``inf``, make the load
+    fail with the number of affected rows so you can clean the file first.
+
+    Args:
+        path: CSV file (UTF-8, optional BOM) whose first row names the columns.
+        target: Name of the target column.
+        task: ``"classification"`` (integer class labels) or
+            ``"regression"`` (real-valued target).
+        delimiter: One-character field separator, e.g. ``";"`` or ``"\\t"``.
+        encoding: The file's text encoding; the default reads UTF-8 with or
+            without a byte-order mark. E.g. ``"latin-1"`` or ``"cp1252"`` for
+            files saved by older spreadsheet programs.
+
+    Returns:
+        ``(x, y)`` with ``x`` float32 of shape ``(num_rows, num_features)``
+        (columns in file order) and ``y`` int32 for classification or float32
+        for regression, of shape ``(num_rows,)``.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not text in ``encoding``, the header or
+            target column is missing, a row has the wrong number of fields, a
+            feature cell is not numeric, features hold NaN/Inf/empty cells or
+            values beyond float32's range, or the target does not fit ``task``.
+        TypeError: If ``target`` is not a string.
+
+    Example:
+        >>> x, y = csv("iris.csv", target="species")
+        >>> x, y = csv("houses.csv", target="price", task="regression")
+    """
+    file, source = _csv_arguments(path, target, task, delimiter, encoding)
+    header, rows, lines = _read_table(file, source, target, delimiter, encoding)
     width = len(header)
     t_col = header.index(target)
     feature_cols = [j for j in range(width) if j != t_col]

@@ -42,17 +42,67 @@ def is_batches(x: Any, y: Any) -> bool:
     return y is None and not hasattr(x, "shape") and isinstance(x, Iterable) and not isinstance(x, str | bytes)
 
 
-def rows(a: Any, name: str) -> Any:
+def rows(a: Any, name: str, what: str = "fit") -> Any:
     """``a`` if it can be read by rows without loading it (a NumPy array or memmap, h5py, zarr), else ``np.asarray(a)``."""
     import jax
 
     keep = all(hasattr(a, k) for k in ("shape", "dtype", "__getitem__")) and not isinstance(a, jax.Array)
     a = a if keep else np.asarray(a)
     if len(a.shape) == 0 or a.shape[0] == 0:
-        raise ValueError(f"fit: {name} is empty (shape {tuple(a.shape)}); pass at least one sample.")
+        raise ValueError(f"{what}: {name} is empty (shape {tuple(a.shape)}); pass at least one sample.")
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise TypeError(f"fit: {name} must be numeric, got dtype {a.dtype}.")
+        raise TypeError(f"{what}: {name} must be numeric, got dtype {a.dtype}.")
     return a
+
+
+def batch_order(seed: list[int], epoch: int, n: int, batch: int, salt: tuple[int, ...] = ()) -> np.ndarray:
+    """The order of the ``n`` rows in ``epoch``: the one place where jdense shuffles.
+
+    ``np.random.default_rng([*seed, epoch, *salt]).permutation(n)`` (a NumPy permutation:
+    a sort-based ``jax.random.permutation`` costs as much as an epoch of a small network
+    on CPU), or the rows in order when one batch takes them all. Depends only on the
+    key's ``seed`` and the epoch, so a resumed fit repeats an uninterrupted one.
+    """
+    if batch >= n:
+        return np.arange(n)
+    return np.random.default_rng([*seed, epoch, *salt]).permutation(n)
+
+
+def source_name(a: Any) -> str:
+    """How an error names a data array: its file for a memory map, else its type."""
+    filename = getattr(a, "filename", None)
+    return f"the memory map {filename}" if filename else f"the {type(a).__name__}"
+
+
+def check_file_size(a: Any, what: str) -> None:
+    """Raise (instead of a SIGBUS on reading) when a memory map's file has become shorter than the array."""
+    filename = getattr(a, "filename", None)
+    if not isinstance(a, np.memmap) or not filename:
+        return
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    need = int(a.offset) + start + (a.nbytes if a.flags.c_contiguous else root.nbytes - start)
+    try:
+        size = os.stat(filename).st_size
+    except OSError as err:
+        raise ValueError(f"{what}: cannot read the memory map {filename} any more ({err}); was it moved or deleted?") from None
+    if size < need:
+        raise ValueError(f"{what}: the memory map {filename} is {size:,} bytes but its array needs {need:,}; the file was "
+                         "truncated or rewritten while training. Restore the file (or open a new np.memmap of it).")
+
+
+def first_nonfinite(a: Any, block: int = 1 << 16) -> int | None:
+    """The index of the first row of ``a`` with NaN or Inf (read block by block), or None."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return None
+    for start in range(0, a.shape[0], block):
+        part = np.asarray(a[start:start + block])
+        bad = ~np.isfinite(part.reshape(part.shape[0], -1)).all(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return None
 
 
 def nbytes(*arrays: Any) -> int:
@@ -92,8 +142,10 @@ def budget(device_memory: Any) -> int:
     """``device_memory`` checked, or the default: half the free memory (:func:`free_memory`)."""
     if device_memory is None:
         return free_memory() // 2
-    if isinstance(device_memory, bool) or not isinstance(device_memory, int | np.integer | float) or not device_memory > 0:
-        raise ValueError(f"device_memory must be a positive number of bytes, e.g. device_memory=2**30, got {device_memory!r}.")
+    if isinstance(device_memory, bool) or not isinstance(device_memory, int | np.integer | float | np.floating) \
+            or not device_memory > 0 or not math.isfinite(device_memory):
+        raise ValueError("device_memory must be a positive number of bytes (finite), e.g. device_memory=2**30, got "
+                         f"{_checks.short(device_memory)}.")
     return int(device_memory)
 
 
@@ -165,10 +217,10 @@ class Rows:
     padded with row 0 at weight 0. ``salt`` (a process's index) draws another permutation.
     """
 
-    def __init__(self, x, y, batch: int, seed: list[int], salt: tuple[int, ...] = ()):
+    def __init__(self, x, y, batch: int, seed: list[int], salt: tuple[int, ...] = (), what: str = "fit"):
         if y.shape[0] != x.shape[0]:
-            raise ValueError(f"fit: x has {x.shape[0]} samples but y has {y.shape[0]} (their first axes must be equal).")
-        self.x, self.y, self.batch, self.seed, self.salt = x, y, batch, list(seed), list(salt)
+            raise ValueError(f"{what}: x has {x.shape[0]} samples but y has {y.shape[0]} (their first axes must be equal).")
+        self.x, self.y, self.batch, self.seed, self.salt, self.what = x, y, batch, list(seed), tuple(salt), what
         self.n = x.shape[0]
         self.sample_x = np.asarray(x[:1])
         self.steps = -(-self.n // batch)
@@ -178,18 +230,28 @@ class Rows:
     def chunks(self, epochs: range, k: int) -> Iterator[Chunk]:
         ring, b = _Ring(k, self.batch, self.x_like, self.y_like), self.batch
         for epoch in epochs:
-            rng = np.random.default_rng([*self.seed, epoch, *self.salt])
-            order = rng.permutation(self.n) if b < self.n else np.arange(self.n)
+            order = batch_order(self.seed, epoch, self.n, b, self.salt)
             for first in range(0, self.steps, k):
                 count = min(k, self.steps - first)
                 xs, ys, mask = ring.next()
                 idx = np.zeros(count * b, np.int64)
                 real = order[first * b:(first + count) * b]
                 idx[:real.size] = real
+                check_file_size(self.x, self.what)
+                check_file_size(self.y, self.what)
                 _take(self.x, idx, xs.reshape(-1, *xs.shape[2:])[:idx.size])
                 _take(self.y, idx, ys.reshape(-1, *ys.shape[2:])[:idx.size])
                 mask[:count] = (np.arange(first * b, (first + count) * b) < self.n).reshape(count, b)
                 yield Chunk(epoch, first, count, xs, ys, mask)
+
+    def nonfinite(self) -> str | None:
+        """Names the first row of x or y with NaN or Inf (its global row and the file), or None when all are finite."""
+        for name, a in (("x", self.x), ("y", self.y)):
+            row = first_nonfinite(a)
+            if row is not None:
+                return (f"{name} has NaN or infinite values in row {row} of {source_name(a)}; drop or impute that row "
+                        "(or pass skip_nonfinite=True to skip the steps it is in)")
+        return None
 
 
 class Batches:
@@ -200,9 +262,12 @@ class Batches:
     ``batch`` (a loader's last one) is padded with zeros at weight 0.
     """
 
-    def __init__(self, data: Iterable, batch: int | None, steps: int | None, what: str = "fit"):
-        self.data, self.what = data, what
+    def __init__(self, data: Iterable, batch: int | None, steps: int | None, what: str = "fit", finite: bool = True):
+        self.data, self.what, self.finite = data, what, finite
         self.restarts = iter(data) is not data
+        if steps is None and hasattr(data, "__len__") and len(data) == 0:
+            raise ValueError(f"{what}: x is an empty {type(data).__name__} of batches; pass arrays x, y or an iterable "
+                             "that yields (x_batch, y_batch) pairs.")
         if steps is None:
             if not hasattr(data, "__len__"):
                 raise ValueError(
@@ -241,6 +306,19 @@ class Batches:
                 f"and y of shape {yb.shape} ({yb.dtype}); every batch must have x of shape {rows(xshape)} ({xdt}) "
                 f"and y of shape {rows(yshape)} ({ydt}) like the first, with 1 <= rows <= {self.batch} equal in x and y.")
 
+    def _check_finite(self, xb: np.ndarray, yb: np.ndarray, step: int, epoch: int) -> None:
+        for name, a in (("x", xb), ("y", yb)):
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(np.sum(a, dtype=np.float64)):
+                row = int(np.argmax(~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)))
+                raise ValueError(
+                    f"{self.what}: the batch at step {step} of epoch {epoch + 1} (from the {type(self.data).__name__} of "
+                    f"batches) has NaN or infinite values in {name} (row {row} of the batch); drop or impute them at the "
+                    "source, or pass skip_nonfinite=True to skip such steps.")
+
+    def nonfinite(self) -> str | None:
+        """None: every batch is checked as it arrives (an iterable cannot be read again)."""
+        return None
+
     def chunks(self, epochs: range, k: int) -> Iterator[Chunk]:
         ring, it, start = _Ring(k, self.batch, self.x_like, self.y_like), self._iter, True
         for epoch in epochs:
@@ -262,6 +340,8 @@ class Batches:
                                 f"steps_per_epoch={self.steps}; pass a smaller steps_per_epoch or make it yield more "
                                 "(e.g. a generator that loops over the data forever).") from None
                         self._check(xb, yb, step, epoch)
+                    if self.finite:
+                        self._check_finite(xb, yb, step, epoch)
                     rows = xb.shape[0]
                     xs[j, :rows], ys[j, :rows], mask[j, :rows] = xb, yb, 1.0
                     xs[j, rows:], ys[j, rows:], mask[j, rows:] = 0, 0, 0.0
