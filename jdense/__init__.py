@@ -11,6 +11,7 @@ from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBa
 from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.compilation import enable_compilation_cache
 from jdense.dense import apply, init
+from jdense.export import export, from_torch, load_exported, to_torch
 from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
 from jdense.loggers import CSVLogger, TensorBoard, plot_history
 from jdense.lora import LoRADense, load_adapters, lora, lora_init, merge_lora, save_adapters
@@ -20,6 +21,7 @@ from jdense.population import PopulationResult, ensemble_evaluate, ensemble_pred
 from jdense.programs import clear_cache
 from jdense.quantize import QuantizedDense, quantize
 from jdense.train import FitResult, evaluate, fit, predict
+from jdense.uncertainty import Temperature, mc_predict, plot_calibration, temperature_scale, uncertainty
 from jdense.version import VERSION as __version__  # noqa: F401 - the package version
 
 __all__ = [
@@ -37,6 +39,10 @@ __all__ = [
     "ensemble_evaluate",
     "ensemble_predict",
     "evaluate",
+    "export",
+    "from_torch",
+    "load_exported",
+    "to_torch",
     "fit",
     "fit_population",
     "grid",
@@ -75,4 +81,9 @@ __all__ = [
     "register_layer",
     "save_adapters",
     "summary",
+    "Temperature",
+    "mc_predict",
+    "plot_calibration",
+    "temperature_scale",
+    "uncertainty",
 ]

@@ -293,3 +293,14 @@ def member_count(what: str, **trees) -> int:
     if first is None:
         raise ValueError(f"{what}: population=True, but params hold no arrays.")
     return first[1]
+
+
+def prng_key(name: str, value) -> jax.Array:
+    """Return ``value`` as a typed PRNG key if it is one (or a raw ``jax.random.PRNGKey``), else raise."""
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and value.shape == ():
+        return value
+    if isinstance(value, jax.Array | np.ndarray) and dtype == np.uint32 and value.shape == (2,):
+        return jax.random.wrap_key_data(jnp.asarray(value))
+    raise TypeError(f"{name} must be one JAX PRNG key such as jax.random.key(0), got {value!r}; "
+                    f"pass {name}=jax.random.key(seed).")

@@ -81,7 +81,7 @@ import safetensors.numpy
 from jdense import version
 from jdense.network import Sequential, mismatch
 
-__all__ = ["FORMAT", "Checkpoint", "checkpoint_callback", "load", "read_info", "save"]
+__all__ = ["FORMAT", "Checkpoint", "checkpoint_callback", "load", "read_info", "save", "write_atomically"]
 
 FORMAT = "jdense-checkpoint/2"
 """The format version written in every checkpoint's header."""
@@ -370,6 +370,27 @@ def save(
     header["jdense_version"] = version.VERSION
     blob = json.dumps(header, default=_json_default)
 
+    metadata = {_HEADER_KEY: blob, _HEADER_CRC_KEY: str(zlib.crc32(blob.encode()))}
+    return write_atomically(path, lambda tmp: safetensors.numpy.save_file(tensors, tmp, metadata=metadata))
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[str], Any]) -> pathlib.Path:
+    """Have ``write(tmp)`` fill a temporary file beside ``path``, then rename it over ``path``.
+
+    The temporary file ``.<name>.<pid>.<random>.tmp`` is flushed to disk before the rename,
+    so ``path`` holds either the old file or the complete new one, never a partial write;
+    when ``write`` raises, the temporary file is removed and ``path`` is untouched. The new
+    file keeps the old one's permissions (else 0o666 minus the umask). Used by :func:`save`
+    and :func:`jdense.export`.
+
+    Raises:
+      ValueError: ``path`` is a directory or its directory does not exist.
+
+    Example:
+      >>> write_atomically("notes.txt", lambda tmp: pathlib.Path(tmp).write_text("hello"))
+      PosixPath('notes.txt')
+    """
+    path = _check_target(path)
     _remove_stale_temps(path)
     mode = _file_mode(path)
     tmp: str | None = None
@@ -377,8 +398,7 @@ def save(
         prefix = f"{_temp_prefix(path)}{os.getpid()}."
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=prefix, suffix=".tmp", delete=False) as f:
             tmp = f.name
-        metadata = {_HEADER_KEY: blob, _HEADER_CRC_KEY: str(zlib.crc32(blob.encode()))}
-        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
+        write(tmp)
         with contextlib.suppress(OSError):
             os.chmod(tmp, mode)
         with open(tmp, "r+b") as f:

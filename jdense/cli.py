@@ -185,7 +185,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="0: only the result line; 1: a progress bar and the result line; 2: a line per epoch and the result line")
     add("--no-compilation-cache", action="store_true",
         help="do not keep compiled programs in $XDG_CACHE_HOME/jdense (or ~/.cache/jdense) for the next run")
+    _add_export(commands)
     return parser
+
+
+# -- jdense export ----------------------------------------------------------------
+_EXPORT_PROG = "jdense export"
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive sizes such as 8,8, got {text!r}")
+    return dims
+
+
+def _add_export(commands) -> None:
+    export = commands.add_parser(
+        "export", prog=_EXPORT_PROG, help="write a checkpoint's network as an ONNX model or a jax.export file",
+        description="Write the network of a jdense checkpoint (saved with its network, e.g. by jdense train --save) "
+                    "for inference elsewhere: OUT's suffix picks the format, .onnx (ONNX, opset 17) or .jaxexport "
+                    "(jax.export's StableHLO, run with jdense.load_exported). Prints the path and size written.")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors checkpoint holding its network's config")
+    export.add_argument("out", metavar="OUT", help="the file to write: *.onnx or *.jaxexport")
+    export.add_argument("--input-shape", type=_dims, metavar="DIMS",
+                        help="one example's shape, e.g. 8,8; needed only when the network does not start with Dense")
+
+
+def _export(args) -> int:
+    """Runs ``jdense export``: one line on stdout, or one line on stderr and status 1."""
+    from jdense import checkpoint
+    from jdense.export import FORMATS, export
+
+    try:
+        if not args.out.endswith(FORMATS):
+            return _usage_exit(f"OUT must end in {' or '.join(FORMATS)} (the format), got {args.out!r}", _EXPORT_PROG)
+        ckpt = checkpoint.load(args.checkpoint)
+        if ckpt.net is None:
+            raise ValueError(f"{args.checkpoint} holds no network config (saved without net=, or with a custom layer); "
+                             "export it from Python with jdense.export(net, params, OUT)")
+        path = export(ckpt.net, ckpt.params, args.out, state=ckpt.state, input_shape=args.input_shape)
+    except Exception as err:
+        if os.environ.get("JDENSE_DEBUG", "").strip() not in ("", "0"):
+            raise
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"{_EXPORT_PROG}: error: {text}", file=sys.stderr)
+        return _RUN_ERROR
+    print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
 
 
 def _load(args):
@@ -333,8 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("name a command, e.g. jdense train (jdense --help lists them)")
     if getattr(args, "metrics", None) is not None:  # --metrics f1,auc and --metrics f1 auc alike
         args.metrics = [name for word in args.metrics for name in word]
+    if args.command == "export":
+        return _export(args)
     if args.command != "train":
-        parser.error("unknown command; use: jdense train [options]")
+        parser.error("unknown command; use: jdense train [options] or jdense export CHECKPOINT OUT")
     if args.data.startswith("csv:") and not args.target:
         return _usage_exit("--data csv:FILE needs --target COLUMN (the column to predict)")
     if not args.data.startswith("csv:") and (args.target or args.task != "classification"):
@@ -378,6 +430,6 @@ def _process_age() -> float:
         return program
 
 
-def _usage_exit(message: str) -> int:
-    sys.stderr.write(_usage(_PROG, message))
+def _usage_exit(message: str, prog: str = _PROG) -> int:
+    sys.stderr.write(_usage(prog, message))
     return _USAGE_ERROR

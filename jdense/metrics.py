@@ -16,6 +16,9 @@ outputs, ``output > 0`` for a single one.
 | ``"precision"``, ``"recall"``, ``"f1"`` | true positives, predicted and true counts per class | binary (one logit) or macro |
 | ``"auc"`` | histograms of the positive-class score over 1000 bins | ROC AUC (binary; one-vs-rest macro for several classes) |
 | ``"mse"``, ``"mae"``, ``"rmse"`` | per-sample errors (mean over features) | mean (root mean for rmse) |
+| ``"nll"`` | per-sample negative log-likelihood of the label (softmax; sigmoid for one logit) | mean |
+| ``"brier"`` | per-sample squared error of the probabilities (as ``sklearn.metrics.brier_score_loss``) | mean |
+| ``"ece"`` | per bin of top-class confidence (15 equal-width bins): weight, confidence, correct | expected calibration error |
 | a callable ``(outputs, targets) -> (batch,)`` | per-sample values | mean |
 
 Every metric declares its direction, ``higher_is_better``: monitors in mode ``"auto"``
@@ -42,6 +45,7 @@ import numpy as np
 from jdense import _checks, losses
 
 AUC_BINS = 1000
+ECE_BINS = 15
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -181,6 +185,57 @@ def _auc_shape(width):
     return (1 if width <= 2 else width, 2, AUC_BINS)
 
 
+def log_probabilities(outputs: jax.Array) -> jax.Array:
+    """Log-probabilities of the classes, ``(batch, K)``: log-softmax, or ``(log(1 - p), log p)`` for one logit."""
+    outputs = outputs.astype(jnp.float32)
+    if outputs.ndim == 1 or outputs.shape[-1] == 1:
+        z = outputs.reshape(outputs.shape[0], 1)
+        return jnp.concatenate([jax.nn.log_sigmoid(-z), jax.nn.log_sigmoid(z)], axis=-1)
+    return jax.nn.log_softmax(outputs, axis=-1)
+
+
+def nll(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Negative log-likelihood of the label, per sample (cross-entropy of the logits)."""
+    labels = losses.labels_of(outputs, targets)
+    return -jnp.take_along_axis(log_probabilities(outputs), labels[:, None], axis=-1)[:, 0]
+
+
+def brier(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Squared error of the probabilities against the one-hot label, per sample.
+
+    Summed over the classes, halved for two classes (so one logit and two give the same
+    value): ``sklearn.metrics.brier_score_loss``'s convention.
+    """
+    log_p = log_probabilities(outputs)
+    onehot = jax.nn.one_hot(losses.labels_of(outputs, targets), log_p.shape[-1])
+    squared = jnp.sum((jnp.exp(log_p) - onehot) ** 2, axis=-1)
+    return squared / 2 if log_p.shape[-1] == 2 else squared
+
+
+def reliability(confidence: jax.typing.ArrayLike, correct: jax.typing.ArrayLike, weights: jax.typing.ArrayLike,
+                bins: int = ECE_BINS) -> jax.Array:
+    """Per equal-width bin of confidence, ``(lo, hi]`` (0 in the first): summed weight, weighted confidence and
+    weighted correctness, shape ``(3, bins)``; the statistics of ``"ece"`` and of :func:`jdense.plot_calibration`."""
+    confidence = jnp.asarray(confidence, jnp.float32)
+    w = jnp.asarray(weights, jnp.float32)
+    index = jnp.clip(jnp.ceil(confidence * bins).astype(jnp.int32) - 1, 0, bins - 1)
+    rows = jnp.stack([w, w * confidence, w * jnp.asarray(correct, jnp.float32)], axis=-1)
+    return jax.ops.segment_sum(rows, index, num_segments=bins).T
+
+
+def _ece_update(outputs, targets, weights):
+    confidence = jnp.exp(jnp.max(log_probabilities(outputs), axis=-1))
+    correct = _predicted(outputs) == losses.labels_of(outputs, targets)
+    return reliability(confidence, correct, weights)
+
+
+def calibration_error(stats: np.ndarray) -> float:
+    """The expected calibration error from :func:`reliability`'s statistics: ``Σ_bins |correct − confidence| / Σ weight``."""
+    count, confidence, correct = np.asarray(stats, np.float64)
+    total = count.sum()
+    return float(np.abs(correct - confidence).sum() / total) if total > 0 else math.nan
+
+
 _NAMED: dict[str, Callable[[], Metric]] = {
     "accuracy": lambda: mean_metric("accuracy", accuracy, higher_is_better=True),
     "top_k_accuracy": lambda: top_k(5),
@@ -191,12 +246,15 @@ _NAMED: dict[str, Callable[[], Metric]] = {
     "mse": lambda: mean_metric("mse", losses.PER_SAMPLE["mse"]),
     "mae": lambda: mean_metric("mae", losses.PER_SAMPLE["mae"]),
     "rmse": lambda: mean_metric("rmse", losses.PER_SAMPLE["mse"], math.sqrt),
+    "nll": lambda: mean_metric("nll", nll),
+    "brier": lambda: mean_metric("brier", brier),
+    "ece": lambda: Metric("ece", _ece_update, lambda stats, count, width: calibration_error(stats), lambda width: (3, ECE_BINS)),
 }
 METRICS = tuple(_NAMED)
 _HIGHER = frozenset(name for name, make in _NAMED.items() if make().higher_is_better)
 
 # Per-sample functions by name, for users who compute metrics themselves.
-PER_SAMPLE = {"accuracy": accuracy, "mse": losses.PER_SAMPLE["mse"], "mae": losses.PER_SAMPLE["mae"]}
+PER_SAMPLE = {"accuracy": accuracy, "mse": losses.PER_SAMPLE["mse"], "mae": losses.PER_SAMPLE["mae"], "nll": nll, "brier": brier}
 
 
 @functools.lru_cache(maxsize=256)

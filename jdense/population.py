@@ -472,7 +472,8 @@ def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
 
 # -- ensembles ------------------------------------------------------------------------------
 def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: str | Callable = "cross_entropy",
-                     output: str | None = None, state: Any = None, batch_size: int | None = None) -> np.ndarray:
+                     output: str | None = None, state: Any = None, batch_size: int | None = None,
+                     return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The ensemble's prediction: the mean of the members' probabilities, or of their outputs.
 
     Args:
@@ -482,6 +483,8 @@ def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: 
       output: ``None`` (default: probabilities for a classification loss, the mean output
         otherwise), ``"probabilities"``, ``"labels"`` (of the averaged probabilities: argmax,
         or ``p > 0.5``) or ``"logits"`` (the mean of the raw outputs), as :func:`jdense.predict`.
+      return_std: also the standard deviation across the members (``ddof=0``), per output:
+        ``(mean, std)`` (not with ``output="labels"``).
 
     Raises:
       ValueError: an unknown loss (with the closest name) or output, probabilities or labels
@@ -490,22 +493,24 @@ def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: 
     Example:
       >>> probs = jdense.ensemble_predict(net, pop.params, x_test)      # (n, classes)
       >>> labels = jdense.ensemble_predict(net, pop.params, x_test, output="labels")
+      >>> mean, std = jdense.ensemble_predict(net, pop.params, x_test, loss="mse", return_std=True)
     """
     name = losses_lib.name_of(loss)  # refuses a typo such as "crossentropy" instead of averaging raw outputs
     classification = name in losses_lib.SOFTMAX | losses_lib.SIGMOID
     output = ("probabilities" if classification else "logits") if output is None else output
     losses_lib.link(loss, output, "ensemble_predict")  # checks output against the loss
+    if _checks.boolean("return_std", return_std) and output == "labels":
+        raise ValueError("ensemble_predict: return_std=True needs output='probabilities' or 'logits' (labels have no "
+                         "standard deviation).")
     out = np.asarray(train.predict(net, params, x, state=state, batch_size=batch_size, population=True), np.float64)
-    if output == "logits":
-        return out.mean(axis=0)
-    if name in losses_lib.SOFTMAX:
+    if output != "logits" and name in losses_lib.SOFTMAX:
         out = np.exp(out - out.max(-1, keepdims=True))
         out = out / out.sum(-1, keepdims=True)
-    else:
+    elif output != "logits":
         out = 1.0 / (1.0 + np.exp(-out))
+    if output != "labels":
+        return (out.mean(axis=0), out.std(axis=0)) if return_std else out.mean(axis=0)
     p = out.mean(axis=0)
-    if output == "probabilities":
-        return p
     if name in losses_lib.SOFTMAX:
         return p.argmax(-1).astype(np.int32)
     labels = (p > 0.5).astype(np.int32)

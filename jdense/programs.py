@@ -428,6 +428,28 @@ def prediction(key: tuple):
     return jax.jit(outputs, static_argnames="n")
 
 
+@caches.cached
+def sampling(net: Sequential):
+    """Jitted ``(params, state, x, idx, key, *, samples, chunk, n) -> (samples, n, ...)``: inference outputs once
+    per key of ``jax.random.split(key, samples)``, vmapped over ``chunk`` keys at a time (``jax.lax.map``); each
+    row draws from its own key (``fold_in`` of its index), so the draws depend on neither ``batch`` nor ``chunk``.
+    Layers that draw at inference (MC dropout) see the key."""
+
+    def one(params, state, x, idx, key, n):
+        def body(_, i):
+            keys = jax.vmap(lambda row: jax.random.fold_in(key, row))(i)
+            row = lambda xr, k: net.apply_with_state(params, state, xr[None], key=k)[0][0]  # noqa: E731
+            return None, jax.vmap(row)(_gather(x, i), keys)
+
+        out = jax.lax.scan(body, None, idx)[1]
+        return out.reshape(-1, *out.shape[2:])[:n]
+
+    def outputs(params, state, x, idx, key, samples, chunk, n):
+        return jax.lax.map(lambda k: one(params, state, x, idx, k, n), jax.random.split(key, samples), batch_size=chunk)
+
+    return jax.jit(outputs, static_argnames=("samples", "chunk", "n"))
+
+
 _SHAPES: collections.OrderedDict = collections.OrderedDict()
 caches.register(_SHAPES.clear)
 
@@ -464,7 +486,8 @@ def initial_opt_state(tx: optax.GradientTransformation, params) -> tuple[Any, tu
 
 
 def clear_cache() -> None:
-    """Forget every compiled program of jdense (training, populations, evaluation, prediction, init, optimizer init).
+    """Forget every compiled program of jdense (training, populations, evaluation, prediction, sampling, init,
+    optimizer init).
 
     The next call of each compiles again. JAX's own caches are left alone
     (``jax.clear_caches()`` empties those).

@@ -132,6 +132,9 @@ NOTEBOOK_CASES = {
     "04_populations.ipynb": ("EPOCHS = 2\nSEEDS = 2\nLEARNING_RATES = (1e-3, 1e-2)\nLAMBDAS = (0.0,)\nENSEMBLE = 2",
                              ["seeds: val accuracy", "grid best: learning_rate=", "ensemble test accuracy",
                               "member 0: 2 epochs"]),
+    "05_uncertainty.ipynb": ("EPOCHS = 2\nENSEMBLE = 2\nMC_SAMPLES = 4",
+                             ["ensemble test accuracy", "MC dropout (4 samples)", "temperature T =", "ECE before",
+                              "noise            mean entropy"]),
 }
 
 

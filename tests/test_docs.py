@@ -1,0 +1,200 @@
+"""The documentation is tested: every ```python block of README.md and docs/**/*.md runs, and the site builds.
+
+Each block runs in a fresh namespace with a temporary directory as the working directory, so
+a block must import what it uses. A block that cannot run here is preceded by the line
+``<!-- skip: why -->``. A block that needs an API another branch is still landing is preceded by
+``<!-- needs: feature ... -->`` (features in ``_FEATURES``): it is skipped, saying so, until the
+feature exists, and runs from then on.
+"""
+
+import importlib.util
+import inspect
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import jdense
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+
+_BLOCK = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.S | re.M)
+_MARKER = re.compile(r"^\s*<!--\s*(skip|needs):(.*?)-->\s*$")
+
+
+def _param_default(fn, name):
+    parameter = inspect.signature(fn).parameters.get(name)
+    return inspect.Parameter.empty if parameter is None else parameter.default
+
+
+# Features that pages may need before their branches land, each with how to tell it is there.
+_FEATURES = {
+    # fit(..., optimizer="adam", batch_size=32) (issue 17/24, branch trainer)
+    "fit_defaults": lambda: _param_default(jdense.fit, "optimizer") == "adam" and _param_default(jdense.fit, "batch_size") == 32,
+    # predict(..., output="logits" | "probabilities" | "labels", loss=...) (issue 24, branch contact)
+    "predict_output": lambda: "output" in inspect.signature(jdense.predict).parameters,
+}
+
+
+# Optional dependencies a page may use: a block that needs one that is not installed is skipped.
+_OPTIONAL = {"torch", "tensorboardX", "grain", "onnx", "onnxruntime", "matplotlib", "sklearn"}
+
+
+def _missing_optional(error):
+    """The optional module whose absence caused ``error`` (also when re-raised with an install hint), or None."""
+    while error is not None:
+        if isinstance(error, ImportError) and error.name in _OPTIONAL:
+            return error.name
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _blocks():
+    """(page, line, code, marker kind, marker text) for every ```python block."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        for match in _BLOCK.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+            marker = _MARKER.match(before)
+            kind, why = (marker.group(1), marker.group(2).strip()) if marker else (None, "")
+            found.append((page, line, textwrap.dedent(match.group("code")), kind, why))
+    return found
+
+
+BLOCKS = _blocks()
+
+
+def _id(block):
+    page, line = block[0], block[1]
+    return f"{page.relative_to(ROOT)}:{line}"
+
+
+def test_the_pages_have_examples():
+    pages = {block[0] for block in BLOCKS}
+    assert README in pages
+    assert len(pages) >= 8, sorted(str(p.relative_to(ROOT)) for p in pages)
+
+
+def test_markers_are_well_formed():
+    for page, line, _, kind, why in BLOCKS:
+        where = f"{page.relative_to(ROOT)}:{line}"
+        if kind == "skip":
+            assert why, f"{where}: a skipped block says why, <!-- skip: reason -->"
+        if kind == "needs":
+            unknown = set(why.split()) - set(_FEATURES)
+            assert why and not unknown, f"{where}: unknown features {sorted(unknown)}; known: {sorted(_FEATURES)}"
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=_id)
+def test_block_runs(block, tmp_path, monkeypatch):
+    page, line, code, kind, why = block
+    if kind == "skip":
+        pytest.skip(f"marked: {why}")
+    if kind == "needs":
+        missing = [feature for feature in why.split() if not _FEATURES[feature]()]
+        if missing:
+            pytest.skip(f"needs {', '.join(missing)}, not in this tree yet")
+    monkeypatch.chdir(tmp_path)
+    name = f"{page.relative_to(ROOT)}:{line}"
+    try:
+        exec(compile("\n" * line + code, name, "exec"), {"__name__": "__docs__"})
+    except ImportError as error:
+        missing = _missing_optional(error)
+        if missing is None:
+            raise
+        pytest.skip(f"{name} needs the optional dependency {missing}, not installed here")
+    finally:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+
+
+def test_readme_is_a_landing_page():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    commands = re.findall(r"```bash\n(.*?)```", text, re.S)[:2]
+    assert 'pip install -e ".[examples]"' in commands[0] and commands[0].strip().endswith("jdense train")
+    assert 'pip install -e ".[test]"' in commands[1] and commands[1].strip().endswith("pytest")
+    assert text.index("```bash") < 400, "the two commands come first"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    for module in ("mkdocs", "material", "mkdocstrings_handlers.python"):
+        pytest.importorskip(module, reason=f"the docs build needs {module}: pip install -e '.[docs]'")
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}\n{done.stderr}"
+    return out
+
+
+def test_site_builds_strict(site):
+    assert (site / "index.html").is_file()
+    assert (site / "api" / "index.html").is_file()
+
+
+def test_api_reference_covers_every_public_name(site):
+    ids = set()
+    for page in (site / "api").rglob("*.html"):
+        ids.update(re.findall(r'id="(jdense[\w.]*)"', page.read_text()))
+    missing = []
+    for name in jdense.__all__:
+        obj = getattr(jdense, name)
+        home = obj.__name__ if inspect.ismodule(obj) else f"{obj.__module__}.{name}"
+        if home not in ids and f"jdense.{name}" not in ids:
+            module = home if inspect.ismodule(obj) else obj.__module__
+            missing.append(f"{name} (list it under members: in docs/api/{module.split('.')[-1]}.md, "
+                           f"or make that page, '::: {module}', and add it to mkdocs.yml's nav)")
+    assert not missing, "not in the API reference: " + "; ".join(missing)
+    for module in ("jdense.data", "jdense.parallel"):
+        assert module in ids, f"no API page for {module}"
+
+
+def test_docstring_conventions_are_read_as_google_sections():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("_griffe_jdense", ROOT / "docs" / "_griffe_jdense.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = textwrap.dedent("""\
+        Train on :func:`fit`'s data, see `safetensors <https://example.org/st>`_.
+
+        Args:
+          x, y: the data.
+          loss, epochs,
+            key: as in fit,
+            continued.
+
+        Returns:
+          A :class:`Checkpoint`.
+
+        Example:
+          >>> 1 + 1
+          2
+        """)
+    assert module.normalize(text) == textwrap.dedent("""\
+        Train on `fit`'s data, see [safetensors](https://example.org/st).
+
+        Args:
+          x: the data.
+          y: the data.
+          loss: as in fit,
+            continued.
+          epochs: as in fit,
+            continued.
+          key: as in fit,
+            continued.
+
+        Returns:
+          A `Checkpoint`.
+
+        Examples:
+          >>> 1 + 1
+          2
+        """)
