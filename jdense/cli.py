@@ -123,7 +123,11 @@ def _widths(text: str) -> list[int]:
 def _source(text: str) -> str:
     if text == "digits" or (text.startswith(("mnist:", "csv:")) and text.partition(":")[2]):
         return text
-    raise argparse.ArgumentTypeError(f"must be digits, mnist:DIR or csv:FILE, got {text!r}")
+    from jdense import _checks
+
+    kind = text.partition(":")[0] if ":" in text else text
+    hint = _checks.did_you_mean(kind, ("digits", "mnist", "csv"))
+    raise argparse.ArgumentTypeError(f"must be digits, mnist:DIR or csv:FILE, got {text!r}{hint}")
 
 
 def _metric_names(text: str) -> list[str]:

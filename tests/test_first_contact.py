@@ -227,6 +227,10 @@ def test_cli_choices_suggest_the_closest(capsys):
     assert "did you mean 'train'?" in capsys.readouterr().err
     assert _status(["train", "--metrics", "f1_score"]) == 2
     assert "unknown metric 'f1_score'; did you mean 'f1'?" in capsys.readouterr().err
+    assert _status(["train", "--data", "digitz"]) == 2
+    assert "did you mean 'digits'?" in capsys.readouterr().err
+    assert _status(["train", "--task", "regresion", "--data", "csv:x.csv", "--target", "y"]) == 2
+    assert "did you mean 'regression'?" in capsys.readouterr().err
 
 
 def test_cli_help_lists_the_commands_and_points_to_train_help(capsys):
