@@ -118,10 +118,8 @@ class EarlyStopping(Callback):
                  restore_best: bool = True, **keras: Any):
         _checks.keywords("EarlyStopping", keras, KERAS_KEYWORDS,
                          ("monitor", "patience", "min_delta", "mode", "restore_best"))
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be an int >= 0, got {patience!r}.")
         self.tracker = Monitor(monitor, mode, min_delta)
-        self.patience = patience
+        self.patience = _checks.integer("patience", patience, 0)
         self.restore_best = _checks.boolean("restore_best", restore_best)
         self.stopped_epoch: int | None = None
         self.wait = 0
@@ -200,12 +198,10 @@ class ReduceLROnPlateau(Callback):
                          ("monitor", "factor", "patience", "min_delta", "cooldown", "min_lr", "mode"))
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {factor!r}.")
-        for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+        patience, cooldown = _checks.integer("patience", patience, 0), _checks.integer("cooldown", cooldown, 0)
         min_lr = _checks.non_negative_float("min_lr", min_lr)
         self.tracker = Monitor(monitor, mode, min_delta)
-        self.factor, self.patience, self.cooldown, self.min_lr = float(factor), patience, cooldown, float(min_lr)
+        self.factor, self.patience, self.cooldown, self.min_lr = float(factor), patience, cooldown, min_lr
         self.on_train_begin()
 
     def on_train_begin(self):

@@ -199,7 +199,14 @@ def _optimizer(net: Sequential, optimizer, members: list[dict], options: dict) -
     """The members' optimizer: a base name, or a ``jdense.optimizer(...)`` whose values become the members' defaults."""
     if isinstance(optimizer, str):
         per_l1 = any("l1" in m for m in members)
-        tx = optim.optimizer(_l1_net(net) if per_l1 else net, optimizer, 1e-3, **options)
+        try:
+            tx = optim.optimizer(_l1_net(net) if per_l1 else net, optimizer, 1e-3, **options)
+        except TypeError:
+            if not options:
+                raise
+            raise TypeError(f"fit_population got unexpected keyword arguments {sorted(options)}: they are neither its "
+                            f"own arguments nor options of optimizer {optimizer!r} (see help(jdense.fit_population) "
+                            "and help(jdense.optimizer)).") from None
         if per_l1:  # the layers' own l1 values, not the placeholder's
             own = [float(getattr(layer, "l1", 0.0)) for layer in net.layers if hasattr(layer, "lambda_")]
             tx.init.hyperparams["l1"] = own

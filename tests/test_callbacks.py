@@ -148,7 +148,8 @@ def test_monitoring_a_missing_key_raises_a_helpful_error():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [(dict(patience=-1), ValueError, r"patience must be an int >= 0"),
-     (dict(patience=1.5), ValueError, r"patience must be an int"),
+     (dict(patience=1.5), TypeError, r"patience must be an int, got 1\.5 of type float"),
+     (dict(monitor=5), TypeError, r"monitor must be the name of a logged value"),
      (dict(mode="maximum"), ValueError, r"unknown mode 'maximum'; did you mean 'max'"),
      (dict(min_delta=-0.1), ValueError, r"min_delta must be >= 0")],
 )
@@ -370,3 +371,115 @@ def test_reduce_lr_on_plateau_in_fit_logs_the_rate_and_compiles_nothing():
 def test_reduce_lr_on_plateau_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         jdense.ReduceLROnPlateau(**kwargs)
+
+
+# --------------------------------------------------------------------------- directions declared by the metrics
+
+RNG = np.random.default_rng(7)
+XD = RNG.normal(size=(120, 5)).astype(np.float32)
+YD = ((XD[:, 0] + 0.5 * XD[:, 1] + RNG.normal(scale=0.8, size=120)) > 0).astype(np.int32)
+GROWING = ["val_auc", "val_f1", "val_precision", "val_recall"]
+
+
+def hits(outputs, targets):
+    """A callable metric that declares its direction: 1 per correct prediction (higher is better)."""
+    return (jnp.argmax(outputs, -1) == targets).astype(jnp.float32)
+
+
+hits.higher_is_better = True
+
+
+def misses(outputs, targets):
+    """A callable metric without a declaration: lower is better."""
+    return (jnp.argmax(outputs, -1) != targets).astype(jnp.float32)
+
+
+def _expected(values, sign):
+    """Independent rule: the epochs at which ``sign * value`` reaches a new best (ties and float32 rounding never)."""
+    best, epochs = math.inf, []
+    for epoch, v in enumerate(values):
+        if sign * v < best - (1e-6 * abs(best) if math.isfinite(best) else 0.0):
+            best = sign * v
+            epochs.append(epoch)
+    return epochs
+
+
+@pytest.fixture(scope="module")
+def direction_run():
+    """One fit with an EarlyStopping and a BestCheckpoint per monitor and ReduceLROnPlateau on val_auc."""
+    net = jdense.mlp([5, 8, 2])
+    monitors = [*GROWING, "val_hits", "val_misses"]
+    stops = {m: jdense.EarlyStopping(m, patience=100, restore_best=False) for m in monitors}
+    saved = {m: [] for m in monitors}
+    bests = {m: jdense.BestCheckpoint(lambda p, epoch, m=m, **kw: saved[m].append(epoch), monitor=m) for m in monitors}
+    plateau = jdense.ReduceLROnPlateau("val_auc", factor=0.5, patience=1)
+    result = jdense.fit(net, net.init(jax.random.key(0)), XD[:80], YD[:80], loss="cross_entropy",
+                        optimizer=jdense.optimizer(net, "sgd", 0.5), epochs=8, batch_size=16, key=KEY, verbose=0,
+                        validation_data=(XD[80:], YD[80:]), metrics=["auc", "f1", "precision", "recall", hits, misses],
+                        callbacks=[*stops.values(), *bests.values(), plateau])
+    return result, stops, saved
+
+
+@pytest.mark.parametrize("monitor, higher", [*((m, True) for m in GROWING), ("val_hits", True), ("val_misses", False)])
+def test_monitors_follow_the_metrics_declared_direction(direction_run, monitor, higher):
+    result, stops, saved = direction_run
+    values = result.history[monitor]
+    assert len(set(values)) > 1  # the metric moved, so a wrong direction would show
+    improving = _expected(values, -1.0 if higher else 1.0)
+    assert stops[monitor].best_epoch == improving[-1]
+    assert saved[monitor] == improving
+
+
+def test_reduce_lr_on_plateau_maximises_val_auc(direction_run):
+    """The learning rate history follows Keras's rule with "improved" meaning a higher val_auc."""
+    result, _, _ = direction_run
+    auc, rate, expected = result.history["val_auc"], 0.5, []
+    best, wait = -math.inf, 0
+    for v in auc:
+        expected.append(rate)
+        if v > best + (1e-6 * abs(best) if math.isfinite(best) else 0.0):
+            best, wait = v, 0
+        else:
+            wait += 1
+            if wait >= 1:
+                rate, wait = rate * 0.5, 0
+    np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-6)
+
+
+def test_auto_mode_reads_the_declaration_and_known_names():
+    assert jdense.metrics.higher_is_better("val_auc") and jdense.metrics.higher_is_better("top_3_accuracy")
+    assert not jdense.metrics.higher_is_better("val_loss") and not jdense.metrics.higher_is_better("val_score")
+    declared, undeclared = jdense.metrics.get_metric(hits), jdense.metrics.get_metric(misses)
+    assert declared.higher_is_better and not undeclared.higher_is_better
+    assert jdense.metrics.higher_is_better("val_score", [dataclasses_replace(declared, name="score")])
+    stop = jdense.EarlyStopping("val_f1", patience=1)
+    assert _drive(stop, [0.5, 0.6, 0.7, 0.65], monitor="val_f1") == 3 and stop.best_epoch == 2
+    with pytest.raises(TypeError, match=r"higher_is_better must be True or False"):
+        jdense.metrics.get_metric(_declared("yes"))
+
+
+def _declared(value):
+    def score(outputs, targets):
+        return jnp.zeros(outputs.shape[0])
+
+    score.higher_is_better = value
+    return score
+
+
+def dataclasses_replace(metric, **changes):
+    import dataclasses
+
+    return dataclasses.replace(metric, **changes)
+
+
+def test_population_best_takes_the_metrics_direction():
+    net = jdense.mlp([5, 8, 2])
+    pop = jdense.fit_population(net, XD[:80], YD[:80], members=jdense.grid(learning_rate=[1e-3, 3e-2, 3e-1]),
+                                loss="cross_entropy", epochs=3, batch_size=16, key=KEY, verbose=0,
+                                validation_data=(XD[80:], YD[80:]), metrics=["auc", "f1", hits])
+    for monitor in ("val_auc", "val_f1", "val_hits"):
+        last = pop.history[monitor][-1]
+        assert len(set(last.tolist())) > 1
+        assert pop.best(monitor) == int(np.argmax(last))
+    assert pop.best("val_loss") == int(np.argmin(pop.history["val_loss"][-1]))
+    assert pop.best("val_auc", mode="min") == int(np.argmin(pop.history["val_auc"][-1]))

@@ -222,3 +222,96 @@ def test_per_member_l1_equals_a_fit_with_that_l1():
     assert w1[2] < w1[1] < w1[0]  # a stronger L1 term gives smaller weights
     with pytest.raises(ValueError, match="member 0: l1"):
         jdense.fit_population(net, X, Y, members=[{"l1": -1.0}], **KW)
+
+
+# --------------------------------------------------------------------------- one trainer: fit's data and checks
+
+
+def test_population_over_a_memory_map_equals_the_in_memory_population(tmp_path):
+    """Streamed from a memory map in chunks that do not divide the epoch: bitwise the in-memory population's params."""
+    net = jdense.mlp([6, 12, 3], dropout=0.2)
+    members = jdense.grid(learning_rate=[1e-3, 2e-2], dropout=[0.1, 0.3])
+    kw = {**KW, "members": members, "validation_data": (XV, YV)}
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", Y)
+    memory = jdense.fit_population(net, X, Y, **kw)
+    streamed = jdense.fit_population(net, np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r"),
+                                     stream=True, device_memory=4 * 2 * 16 * (6 * 4 + 4 + 4), **kw)  # 2 steps a chunk
+    for a, b in zip(jax.tree.leaves((memory.params, memory.opt_state, memory.state)),
+                    jax.tree.leaves((streamed.params, streamed.opt_state, streamed.state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for k in memory.history:  # validation runs in another program when streamed: float32 rounding
+        np.testing.assert_allclose(streamed.history[k], memory.history[k], rtol=1e-6, atol=1e-6)
+
+
+def test_population_takes_an_iterable_of_batches_and_validation_split():
+    net = jdense.mlp([6, 12, 3])
+    batches = [(X[i:i + 16], Y[i:i + 16]) for i in range(0, 80, 16)]
+    pop = jdense.fit_population(net, batches, None, members=2, **KW)
+    alone = jdense.fit(net, net.init(jax.random.key(1)), batches, None, **KW)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(1).params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+    split = jdense.fit_population(net, X, Y, members=1, validation_split=0.25, **KW)
+    alone = jdense.fit(net, net.init(jax.random.key(0)), X, Y, validation_split=0.25, **KW)
+    np.testing.assert_allclose(split.history["val_loss"][:, 0], alone.history["val_loss"], atol=MEMBER_TOL)
+
+
+def test_population_optimizer_may_be_a_jdense_optimizer_whose_values_are_the_defaults():
+    net = jdense.mlp([6, 12, 3], lambda_=1e-3)
+    tx = jdense.optimizer(net, "adam", 2e-2, clip_norm=1.0)
+    pop = jdense.fit_population(net, X, Y, members=[{"seed": 0}, {"seed": 1, "learning_rate": 1e-3}], optimizer=tx, **KW)
+    assert jdense.hyperparams(pop.member(0).opt_state) == {"clip_norm": 1.0, "lambda_": [0.001, 0.001], "learning_rate": 0.02}
+    assert jdense.hyperparams(pop.member(1).opt_state)["learning_rate"] == 0.001
+    alone = jdense.fit(net, net.init(jax.random.key(0)), X, Y, optimizer=tx, **KW)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(pop.member(0).params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=MEMBER_TOL, rtol=0)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(optimizer=None), TypeError, r"optimizer must be a name such as 'adam' or a "
+     r"jdense.optimizer\(net, \.\.\.\) result .* got None"),
+    (dict(initial_epoch=1), TypeError, r"fit_population does not take initial_epoch=: members start from"),
+    (dict(opt_state=None), TypeError, r"fit_population does not take opt_state="),
+    (dict(key=None), TypeError, r"fit_population: key= is required.*key=jax\.random\.key\(0\)"),
+    (dict(learning_rat=1e-3), TypeError, r"unexpected keyword arguments \['learning_rat'\]: they are neither its own"),
+])
+def test_population_refuses_arguments_by_their_own_name(kw, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        jdense.fit_population(NET, X, Y, members=2, **{**KW, **kw})
+    assert len(str(info.value)) < 400
+
+
+def test_a_plain_optax_optimizer_is_refused_by_its_type_not_its_repr():
+    import optax
+
+    with pytest.raises(TypeError, match=r"got a optax.*GradientTransformation") as info:
+        jdense.fit_population(NET, X, Y, members=2, optimizer=optax.adam(1e-3), **KW)
+    assert "PjitFunction" not in str(info.value) and len(str(info.value)) < 400
+    with pytest.raises(TypeError, match=r"with a jdense.optimizer\(\.\.\.\): set them in jdense.optimizer"):
+        jdense.fit_population(NET, X, Y, members=2, optimizer=jdense.optimizer(NET), clip_norm=1.0, **KW)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(epochs=1.5), TypeError, "epochs must be a positive int, got 1.5 of type float; pass a whole number such as epochs=64."),
+    (dict(epochs=0), ValueError, "epochs must be a positive int, got 0; pass a number >= 1."),
+    (dict(batch_size=2.5), TypeError, "batch_size must be a positive int, got 2.5 of type float; pass a whole number such as "
+     "batch_size=64."),
+    (dict(batch_size=0), ValueError, "batch_size must be a positive int, got 0; pass a number >= 1."),
+    (dict(batch_size=81), ValueError, "batch_size=81 is larger than the data set (80 samples); pass batch_size<=80, or "
+     "batch_size=None for batch gradient descent."),
+])
+def test_the_same_mistake_raises_the_same_error_in_fit_and_fit_population(kw, exc, match):
+    net = jdense.mlp([6, 12, 3])
+    errors = []
+    for call in (lambda: jdense.fit(net, net.init(jax.random.key(0)), X, Y, **{**KW, **kw}),
+                 lambda: jdense.fit_population(net, X, Y, members=2, **{**KW, **kw})):
+        with pytest.raises(exc) as info:
+            call()
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1] == (exc, match)
+    if "batch_size" in kw and kw["batch_size"] != 81:  # inference takes the same batch_size check
+        for call in (lambda: jdense.evaluate(net, net.init(jax.random.key(0)), X, Y, loss="cross_entropy", **kw),
+                     lambda: jdense.predict(net, net.init(jax.random.key(0)), X, **kw)):
+            with pytest.raises(exc) as info:
+                call()
+            assert str(info.value) == match

@@ -132,6 +132,33 @@ def test_cache_is_bounded_and_clears():
     assert any("epoch" in n for n in names), names  # compiled again after clearing
 
 
+def test_clear_cache_forgets_the_population_programs_too():
+    """jdense.clear_cache() empties every registered cache: the population's epoch compiles again."""
+    net = jdense.mlp(SIZES)
+    kw = dict(members=2, loss="cross_entropy", epochs=1, batch_size=16, key=jax.random.key(0), verbose=0)
+    jdense.fit_population(net, X, Y, **kw)
+    names, _ = _compiles(lambda: jdense.fit_population(net, X, Y, **kw))
+    assert names == [], names  # cached
+    assert programs.population.cache_info().currsize >= 1
+    jdense.clear_cache()
+    assert programs.population.cache_info().currsize == 0
+    names, _ = _compiles(lambda: jdense.fit_population(net, X, Y, **kw))
+    assert any("member_epoch" in n for n in names), names  # compiled again after clearing
+
+
+def test_programs_are_keyed_by_the_fields_layers_declare():
+    """Fields declared with jdense.layers.field(...) that shape no program (lambda_, initializer...) are stripped."""
+    a = jdense.Sequential([jdense.Dense(6, 4, lambda_=1e-2, l1=1e-3, initializer="glorot_uniform", trainable=False),
+                           jdense.Dropout(0.3), jdense.BatchNorm(4, momentum=0.8)])
+    b = jdense.Sequential([jdense.Dense(6, 4), jdense.Dropout(0.3), jdense.BatchNorm(4, momentum=0.8)])
+    assert programs.structure(a) == programs.structure(b)
+    assert programs.structure(a) != programs.structure(jdense.Sequential([jdense.Dense(6, 4), jdense.Dropout(0.1),
+                                                                          jdense.BatchNorm(4, momentum=0.8)]))
+    init_a = jdense.network.structure(a, "init")
+    assert init_a.layers[0].initializer == "glorot_uniform" and init_a.layers[1].rate == 0.0
+    assert init_a.layers[2].momentum == 0.9 and init_a.layers[0].lambda_ == 0.0
+
+
 def test_hyperparams_are_values_in_the_state():
     net = jdense.mlp(SIZES, lambda_=1e-3)
     tx = jdense.optimizer(net, "sgd", 0.1, clip_norm=2.0)

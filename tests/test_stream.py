@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import threading
 import time
 
@@ -186,3 +187,67 @@ def test_feeder_threads_stop_after_early_stopping_and_errors():
         gc.collect()
         time.sleep(0.05)
     assert not _feeders()
+
+
+# --------------------------------------------------------------------------- streaming errors that name the data
+
+
+def _memmaps(tmp_path, x=X, y=Y):
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r")
+
+
+def test_a_nan_row_in_a_memory_map_names_the_file_and_row(tmp_path):
+    bad = X.copy()
+    bad[137, 3] = np.nan
+    xm, ym = _memmaps(tmp_path, bad)
+    net = _net("dropout")
+    params = net.init(jax.random.key(0))
+    before = jax.tree.map(np.array, params)
+    with pytest.raises(ValueError) as info:
+        jdense.fit(net, params, xm, ym, loss="cross_entropy", epochs=EPOCHS, batch_size=BATCH, key=jax.random.key(1),
+                   verbose=0, stream=True, device_memory=CHUNK_OF_4)
+    message = str(info.value)
+    assert "row 137" in message and str(tmp_path / "x.npy") in message, message
+    assert "learning rate" not in message
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)):  # the caller's params are untouched
+        np.testing.assert_array_equal(np.asarray(a), b)
+    skipped = jdense.fit(net, params, xm, ym, loss="cross_entropy", epochs=1, batch_size=BATCH, key=jax.random.key(1),
+                         verbose=0, stream=True, device_memory=CHUNK_OF_4, skip_nonfinite=True)
+    assert skipped.history["skipped_steps"] == [1.0]  # the one step with that row, as in memory
+
+
+def test_a_nan_in_a_generators_batch_names_the_step():
+    batches = list(_in_memory_batches(range(1)))
+    x7 = batches[7][0].copy()
+    x7[2, 0] = np.inf
+    batches[7] = (x7, batches[7][1])
+    with pytest.raises(ValueError, match=r"the batch at step 7 of epoch 1 \(from the generator of batches\) has NaN or "
+                                         r"infinite values in x \(row 2 of the batch\)") as info:
+        _fit("dropout", (b for b in batches), None, steps_per_epoch=STEPS, epochs=1, device_memory=CHUNK_OF_4)
+    assert "learning rate" not in str(info.value)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda tmp: (X, None), r"fit: y is None but x is a ndarray; pass the targets y"),
+    (lambda tmp: (_memmaps(tmp)[0], None), r"fit: y is None but x is a memmap; pass the targets y"),
+    (lambda tmp: ([], None), r"fit: x is an empty list of batches"),
+    (lambda tmp: (X, Y, dict(device_memory=float("inf"))), r"device_memory must be a positive number of bytes \(finite\)"),
+])
+def test_streaming_arguments_give_clear_errors(tmp_path, make, match):
+    x, y, *kw = make(tmp_path)
+    with pytest.raises((TypeError, ValueError), match=match):
+        _fit("dropout", x, y, **(kw[0] if kw else {}))
+
+
+def test_a_truncated_memory_map_is_an_error_naming_the_file(tmp_path):
+    xm, ym = _memmaps(tmp_path)
+    source = stream_lib.Rows(xm, ym, BATCH, SEED)
+    chunks = source.chunks(range(1), 4)
+    next(chunks)  # the file is whole: a chunk is gathered
+    os.truncate(tmp_path / "x.npy", 128 + 100 * 12 * 4)  # the header and 100 of 301 rows remain
+    with pytest.raises(ValueError, match=r"the memory map .*x\.npy is 4,928 bytes but its array needs 14,576"):
+        next(chunks)  # checked before the next gather: an error, not a SIGBUS
+    with pytest.raises(ValueError, match=r"x\.npy is 4,928 bytes .* truncated or rewritten"):
+        _fit("dropout", xm, ym, stream=True, device_memory=CHUNK_OF_4)

@@ -67,16 +67,16 @@ def _check_finite_features(
     locate: Callable[[int], str] | None = None,
     note: str = "",
 ) -> None:
-    """Raises a ValueError counting the rows of ``x`` that hold NaN or Inf.
+    """Raise a ValueError counting the rows of ``x`` that hold NaN or Inf.
 
     Shared by every loader so the message is the same everywhere.
 
     Args:
-        x: Feature array, samples on the first axis.
-        source: How the data was loaded, e.g. ``"csv('data.csv')"``.
-        locate: Turns the 0-based index of the first bad row into a location
-            for the message (e.g. ``"line 7"``); defaults to ``"index i"``.
-        note: Extra detail placed in the parenthesis (e.g. about empty cells).
+      x: Feature array, samples on the first axis.
+      source: How the data was loaded, e.g. ``"csv('data.csv')"``.
+      locate: Turns the 0-based index of the first bad row into a location
+        for the message (e.g. ``"line 7"``); defaults to ``"index i"``.
+      note: Extra detail placed in the parenthesis (e.g. about empty cells).
     """
     bad = _nonfinite_rows(x)
     count = int(bad.sum())
@@ -96,18 +96,18 @@ def _check_finite_features(
 
 
 def digits() -> tuple[NDArray[np.float32], NDArray[np.int32]]:
-    """Loads scikit-learn's bundled 8x8 handwritten digits (no download).
+    """Load scikit-learn's bundled 8x8 handwritten digits (no download).
 
     Returns:
-        ``(x, y)`` with ``x`` float32 of shape ``(1797, 64)`` scaled to
-        ``[0, 1]`` and ``y`` int32 class labels ``0..9`` of shape ``(1797,)``.
+      ``(x, y)`` with ``x`` float32 of shape ``(1797, 64)`` scaled to
+      ``[0, 1]`` and ``y`` int32 class labels ``0..9`` of shape ``(1797,)``.
 
     Raises:
-        ModuleNotFoundError: If scikit-learn is not installed.
+      ModuleNotFoundError: If scikit-learn is not installed.
 
     Example:
-        >>> x, y = digits()
-        >>> (xtr, ytr), (xva, yva), (xte, yte) = train_val_test_split(0, x, y)
+      >>> x, y = digits()
+      >>> (xtr, ytr), (xva, yva), (xte, yte) = train_val_test_split(0, x, y)
     """
     try:
         from sklearn.datasets import load_digits
@@ -125,7 +125,7 @@ def digits() -> tuple[NDArray[np.float32], NDArray[np.int32]]:
 
 
 def _read_bytes(path: Path, caller: str) -> bytes:
-    """Reads a file, transparently gunzipping it if it is gzip-compressed."""
+    """Read a file, transparently gunzipping it if it is gzip-compressed."""
     data = path.read_bytes()
     if data[:2] != b"\x1f\x8b":
         return data
@@ -139,7 +139,7 @@ def _read_bytes(path: Path, caller: str) -> bytes:
 
 
 def _load_idx(path: Path, caller: str, expected_magic: int | None = None, kind: str = "") -> NDArray[Any]:
-    """Reads and validates one IDX file; see ``read_idx``."""
+    """Read and validates one IDX file; see ``read_idx``."""
     data = _read_bytes(path, caller)
     if len(data) < 4:
         raise ValueError(
@@ -184,22 +184,22 @@ def _load_idx(path: Path, caller: str, expected_magic: int | None = None, kind: 
 
 
 def read_idx(path: PathLike) -> NDArray[Any]:
-    """Reads an IDX file (the MNIST container format), plain or gzip-compressed.
+    """Read an IDX file (the MNIST container format), plain or gzip-compressed.
 
     Args:
-        path: File to read; gzip compression is detected from the content.
+      path: File to read; gzip compression is detected from the content.
 
     Returns:
-        An array with the shape and element type stored in the header
-        (``uint8`` for MNIST), in native byte order.
+      An array with the shape and element type stored in the header
+      (``uint8`` for MNIST), in native byte order.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the header is not a valid IDX header or the data size
-            does not match the dimensions it declares (e.g. a truncated file).
+      FileNotFoundError: If ``path`` does not exist.
+      ValueError: If the header is not a valid IDX header or the data size
+        does not match the dimensions it declares (e.g. a truncated file).
 
     Example:
-        >>> labels = read_idx("mnist/t10k-labels-idx1-ubyte.gz")
+      >>> labels = read_idx("mnist/t10k-labels-idx1-ubyte.gz")
     """
     file = Path(path).expanduser()
     caller = f"read_idx('{path}')"
@@ -209,22 +209,22 @@ def read_idx(path: PathLike) -> NDArray[Any]:
 
 
 def write_idx(path: PathLike, array: ArrayLike) -> None:
-    """Writes an array in IDX format, gzip-compressed if ``path`` ends in ``.gz``.
+    """Write an array in IDX format, gzip-compressed if ``path`` ends in ``.gz``.
 
     MNIST files hold ``uint8`` arrays; ``int8``, ``int16``, ``int32``,
     ``float32`` and ``float64`` arrays are also valid IDX and are written too.
 
     Args:
-        path: Destination file; its parent directory must exist.
-        array: Array with at least one dimension (e.g. ``(N, 28, 28)`` uint8
-            images or ``(N,)`` uint8 labels).
+      path: Destination file; its parent directory must exist.
+      array: Array with at least one dimension (e.g. ``(N, 28, 28)`` uint8
+        images or ``(N,)`` uint8 labels).
 
     Raises:
-        TypeError: If the dtype has no IDX type code (e.g. int64).
-        ValueError: If ``array`` is 0-dimensional or has too many dimensions.
+      TypeError: If the dtype has no IDX type code (e.g. int64).
+      ValueError: If ``array`` is 0-dimensional or has too many dimensions.
 
     Example:
-        >>> write_idx(tmp / "t10k-labels-idx1-ubyte.gz", np.array([7, 2, 1], dtype=np.uint8))
+      >>> write_idx(tmp / "t10k-labels-idx1-ubyte.gz", np.array([7, 2, 1], dtype=np.uint8))
     """
     arr = np.asarray(array)
     codes = {dt.newbyteorder("=") if dt.itemsize > 1 else dt: code for code, dt in _IDX_DTYPES.items()}
@@ -262,7 +262,7 @@ def _find_mnist_file(directory: Path, name: str) -> Path | None:
 def mnist(
     directory: PathLike,
 ) -> tuple[tuple[NDArray[np.float32], NDArray[np.int32]], tuple[NDArray[np.float32], NDArray[np.int32]]]:
-    """Loads MNIST (or a same-format set such as Fashion-MNIST) from IDX files.
+    """Load MNIST (or a same-format set such as Fashion-MNIST) from IDX files.
 
     Nothing is downloaded: ``directory`` must already hold
     ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
@@ -270,22 +270,22 @@ def mnist(
     with a ``.gz`` suffix (the plain file wins if both exist).
 
     Args:
-        directory: Folder containing the four files.
+      directory: Folder containing the four files.
 
     Returns:
-        ``((x_train, y_train), (x_test, y_test))`` where images are float32 of
-        shape ``(N, rows, cols)`` scaled to ``[0, 1]`` (flatten them with
-        ``jdense.Flatten`` or ``x.reshape(len(x), -1)``) and labels are int32.
+      ``((x_train, y_train), (x_test, y_test))`` where images are float32 of
+      shape ``(N, rows, cols)`` scaled to ``[0, 1]`` (flatten them with
+      ``jdense.Flatten`` or ``x.reshape(len(x), -1)``) and labels are int32.
 
     Raises:
-        FileNotFoundError: If the directory or one of the files is missing.
-        ValueError: If a file has the wrong magic number, is truncated or
-            corrupted, or image and label counts differ.
+      FileNotFoundError: If the directory or one of the files is missing.
+      ValueError: If a file has the wrong magic number, is truncated or
+        corrupted, or image and label counts differ.
 
     Example:
-        >>> (x_train, y_train), (x_test, y_test) = mnist("~/data/mnist")
-        >>> x_train.shape
-        (60000, 28, 28)
+      >>> (x_train, y_train), (x_test, y_test) = mnist("~/data/mnist")
+      >>> x_train.shape
+      (60000, 28, 28)
     """
     root = Path(directory).expanduser()
     caller = f"mnist('{directory}')"
@@ -345,7 +345,7 @@ def _encoding_name(encoding: str) -> str:
 
 
 def _parse_float(cell: str) -> float:
-    """Parses a numeric cell; an empty cell is a missing value (NaN)."""
+    """Parse a numeric cell; an empty cell is a missing value (NaN)."""
     text = cell.strip()
     if not text:
         return float("nan")
@@ -432,38 +432,38 @@ def csv(
     delimiter: str = ",",
     encoding: str = "utf-8-sig",
 ) -> tuple[NDArray[np.float32], NDArray[Any]]:
-    """Loads a numeric table with a header row from a CSV file.
+    """Load a numeric table with a header row from a CSV file.
 
     Every column except ``target`` is a feature and must be numeric. Empty
     cells count as missing values and, like ``nan``/``inf``, make the load
     fail with the number of affected rows so you can clean the file first.
 
     Args:
-        path: CSV file (UTF-8, optional BOM) whose first row names the columns.
-        target: Name of the target column.
-        task: ``"classification"`` (integer class labels) or
-            ``"regression"`` (real-valued target).
-        delimiter: One-character field separator, e.g. ``";"`` or ``"\\t"``.
-        encoding: The file's text encoding; the default reads UTF-8 with or
-            without a byte-order mark. E.g. ``"latin-1"`` or ``"cp1252"`` for
-            files saved by older spreadsheet programs.
+      path: CSV file (UTF-8, optional BOM) whose first row names the columns.
+      target: Name of the target column.
+      task: ``"classification"`` (integer class labels) or
+        ``"regression"`` (real-valued target).
+      delimiter: One-character field separator, e.g. ``";"`` or ``"\\t"``.
+      encoding: The file's text encoding; the default reads UTF-8 with or
+        without a byte-order mark. E.g. ``"latin-1"`` or ``"cp1252"`` for
+        files saved by older spreadsheet programs.
 
     Returns:
-        ``(x, y)`` with ``x`` float32 of shape ``(num_rows, num_features)``
-        (columns in file order) and ``y`` int32 for classification or float32
-        for regression, of shape ``(num_rows,)``.
+      ``(x, y)`` with ``x`` float32 of shape ``(num_rows, num_features)``
+      (columns in file order) and ``y`` int32 for classification or float32
+      for regression, of shape ``(num_rows,)``.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not text in ``encoding``, the header or
-            target column is missing, a row has the wrong number of fields, a
-            feature cell is not numeric, features hold NaN/Inf/empty cells or
-            values beyond float32's range, or the target does not fit ``task``.
-        TypeError: If ``target`` is not a string.
+      FileNotFoundError: If ``path`` does not exist.
+      ValueError: If the file is not text in ``encoding``, the header or
+        target column is missing, a row has the wrong number of fields, a
+        feature cell is not numeric, features hold NaN/Inf/empty cells or
+        values beyond float32's range, or the target does not fit ``task``.
+      TypeError: If ``target`` is not a string.
 
     Example:
-        >>> x, y = csv("iris.csv", target="species")
-        >>> x, y = csv("houses.csv", target="price", task="regression")
+      >>> x, y = csv("iris.csv", target="species")
+      >>> x, y = csv("houses.csv", target="price", task="regression")
     """
     file, source = _csv_arguments(path, target, task, delimiter, encoding)
     header, rows, lines = _read_table(file, source, target, delimiter, encoding)

@@ -247,8 +247,8 @@ def _source(x, y, *, batch_size, batches: bool, per_process: bool, steps_per_epo
         raise ValueError(f"{what}: batch_size={batch_size} must split evenly over the {processes} processes "
                          "(data='per_process').")
     local = None if batch_size is None else batch_size // processes
-    if batches:
-        source = stream_lib.Batches(x, local, steps_per_epoch, what, finite)
+    if batches:  # its own batch size (its first batch's rows), as Keras ignores batch_size for generators
+        source = stream_lib.Batches(x, local if processes > 1 else None, steps_per_epoch, what, finite)
     else:
         x, y = stream_lib.rows(x, "x", what), stream_lib.rows(y, "y", what)
         source = stream_lib.Rows(x, y, _checks.batch_size(local, x.shape[0]), list(seed),

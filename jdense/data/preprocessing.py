@@ -44,7 +44,7 @@ def _describe(value: Any) -> str:
 
 
 def _as_float_array(x: ArrayLike, name: str, caller: str) -> NDArray[Any]:
-    """Converts ``x`` to a floating NumPy array with at least one sample.
+    """Convert ``x`` to a floating NumPy array with at least one sample.
 
     Floating inputs keep their dtype; integer and boolean inputs become
     float32 (the default dtype of the networks in jdense).
@@ -119,15 +119,15 @@ class Standardizer:
     float64 so a fitted standardizer cannot be changed by accident.
 
     Attributes:
-        mean: Per-feature mean of the training data.
-        std: Per-feature scale, strictly positive. Constant features (standard
-            deviation at most ``eps`` when fitted) get a scale of 1, so they
-            become 0 after centring instead of NaN or huge values.
+      mean: Per-feature mean of the training data.
+      std: Per-feature scale, strictly positive. Constant features (standard
+        deviation at most ``eps`` when fitted) get a scale of 1, so they
+        become 0 after centring instead of NaN or huge values.
 
     Example:
-        >>> s = Standardizer.fit(x_train)
-        >>> x_val = s.transform(x_val)
-        >>> restored = Standardizer.from_dict(s.to_dict())  # e.g. via JSON
+      >>> s = Standardizer.fit(x_train)
+      >>> x_val = s.transform(x_val)
+      >>> restored = Standardizer.from_dict(s.to_dict())  # e.g. via JSON
     """
 
     mean: NDArray[np.float64]
@@ -154,24 +154,24 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: ArrayLike, eps: float = 1e-8) -> Standardizer:
-        """Fits mean and (population) standard deviation over the first axis.
+        """Fit mean and (population) standard deviation over the first axis.
 
         Args:
-            x: Training data of shape ``(num_samples, ...)``.
-            eps: Features whose standard deviation is ``<= eps`` are treated as
-                constant and get a scale of 1.
+          x: Training data of shape ``(num_samples, ...)``.
+          eps: Features whose standard deviation is ``<= eps`` are treated as
+            constant and get a scale of 1.
 
         Returns:
-            The fitted ``Standardizer``.
+          The fitted ``Standardizer``.
 
         Raises:
-            TypeError: If ``x`` is not numeric.
-            ValueError: If ``x`` is empty, holds NaN/Inf, or ``eps`` is negative.
+          TypeError: If ``x`` is not numeric.
+          ValueError: If ``x`` is empty, holds NaN/Inf, or ``eps`` is negative.
 
         Example:
-            >>> s = Standardizer.fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
-            >>> s.mean, s.std
-            (array([2., 5.]), array([1., 1.]))
+          >>> s = Standardizer.fit(np.array([[1.0, 5.0], [3.0, 5.0]]))
+          >>> s.mean, s.std
+          (array([2., 5.]), array([1., 1.]))
         """
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise ValueError(f"Standardizer.fit: eps must be a number >= 0, got {eps!r}; e.g. eps=1e-8")
@@ -184,72 +184,72 @@ class Standardizer:
         return cls(mean, std)
 
     def transform(self, x: ArrayLike) -> NDArray[Any]:
-        """Applies ``(x - mean) / std``.
+        """Apply ``(x - mean) / std``.
 
         Args:
-            x: Data whose trailing shape matches the fitted statistics.
+          x: Data whose trailing shape matches the fitted statistics.
 
         Returns:
-            The standardized array; floating inputs keep their dtype, integer
-            inputs become float32.
+          The standardized array; floating inputs keep their dtype, integer
+          inputs become float32.
 
         Raises:
-            TypeError: If ``x`` is not numeric.
-            ValueError: If the feature shape differs from the fitted one.
+          TypeError: If ``x`` is not numeric.
+          ValueError: If the feature shape differs from the fitted one.
 
         Example:
-            >>> x_test = Standardizer.fit(x_train).transform(x_test)
+          >>> x_test = Standardizer.fit(x_train).transform(x_test)
         """
         arr = _as_float_array(x, "x", "Standardizer.transform")
         _check_trailing_shape(arr, self.mean.shape, "Standardizer.transform")
         return ((arr.astype(np.float64) - self.mean) / self.std).astype(arr.dtype)
 
     def inverse_transform(self, x: ArrayLike) -> NDArray[Any]:
-        """Undoes ``transform``: returns ``x * std + mean``.
+        """Undo ``transform``: returns ``x * std + mean``.
 
         Args:
-            x: Standardized data whose trailing shape matches the statistics.
+          x: Standardized data whose trailing shape matches the statistics.
 
         Returns:
-            Data on the original scale (same dtype rules as ``transform``).
+          Data on the original scale (same dtype rules as ``transform``).
 
         Raises:
-            TypeError: If ``x`` is not numeric.
-            ValueError: If the feature shape differs from the fitted one.
+          TypeError: If ``x`` is not numeric.
+          ValueError: If the feature shape differs from the fitted one.
 
         Example:
-            >>> s.inverse_transform(s.transform(x))  # ~= x
+          >>> s.inverse_transform(s.transform(x))  # ~= x
         """
         arr = _as_float_array(x, "x", "Standardizer.inverse_transform")
         _check_trailing_shape(arr, self.mean.shape, "Standardizer.inverse_transform")
         return (arr.astype(np.float64) * self.std + self.mean).astype(arr.dtype)
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the statistics as JSON-serializable nested lists.
+        """Return the statistics as JSON-serializable nested lists.
 
         Returns:
-            ``{"mean": [...], "std": [...]}``.
+          ``{"mean": [...], "std": [...]}``.
 
         Example:
-            >>> json.dump(s.to_dict(), f)
+          >>> json.dump(s.to_dict(), f)
         """
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> Standardizer:
-        """Rebuilds a standardizer saved with ``to_dict``.
+        """Rebuild a standardizer saved with ``to_dict``.
 
         Args:
-            state: A mapping with ``"mean"`` and ``"std"`` entries.
+          state: A mapping with ``"mean"`` and ``"std"`` entries.
 
         Returns:
-            The restored ``Standardizer``.
+          The restored ``Standardizer``.
 
         Raises:
-            ValueError: If keys are missing or the statistics are invalid.
+          ValueError: If keys are missing or the statistics are invalid.
 
         Example:
-            >>> s = Standardizer.from_dict(json.load(f))
+          >>> s = Standardizer.from_dict(json.load(f))
         """
         missing = [k for k in ("mean", "std") if k not in state]
         if missing:
@@ -261,26 +261,26 @@ class Standardizer:
 
 
 def standardize(x_train: ArrayLike, *others: ArrayLike, eps: float = 1e-8) -> tuple[NDArray[Any], ...]:
-    """Standardizes splits with statistics fitted on the training split only.
+    """Standardize splits with statistics fitted on the training split only.
 
     Args:
-        x_train: Training data ``(num_samples, ...)``; mean/std are fitted here.
-        *others: Further splits (validation, test, ...) transformed with the
-            training statistics.
-        eps: Features whose training std is ``<= eps`` are only centred.
+      x_train: Training data ``(num_samples, ...)``; mean/std are fitted here.
+      *others: Further splits (validation, test, ...) transformed with the
+        training statistics.
+      eps: Features whose training std is ``<= eps`` are only centred.
 
     Returns:
-        A tuple of standardized arrays, training split first, then ``others``
-        in order (a 1-tuple when no others are given). Use ``Standardizer`` to
-        keep the statistics.
+      A tuple of standardized arrays, training split first, then ``others``
+      in order (a 1-tuple when no others are given). Use ``Standardizer`` to
+      keep the statistics.
 
     Raises:
-        TypeError: If an input is not numeric.
-        ValueError: If ``x_train`` is empty or holds NaN/Inf, or a split's
-            feature shape differs from the training one.
+      TypeError: If an input is not numeric.
+      ValueError: If ``x_train`` is empty or holds NaN/Inf, or a split's
+        feature shape differs from the training one.
 
     Example:
-        >>> x_train, x_val, x_test = standardize(x_train, x_val, x_test)
+      >>> x_train, x_val, x_test = standardize(x_train, x_val, x_test)
     """
     scaler = Standardizer.fit(x_train, eps=eps)
     return tuple(scaler.transform(a) for a in (x_train, *others))
@@ -316,13 +316,13 @@ class MinMaxScaler:
     split) are not clipped.
 
     Attributes:
-        data_min: Per-feature minimum of the training data.
-        data_max: Per-feature maximum of the training data.
-        feature_range: Target ``(low, high)`` interval.
+      data_min: Per-feature minimum of the training data.
+      data_max: Per-feature maximum of the training data.
+      feature_range: Target ``(low, high)`` interval.
 
     Example:
-        >>> m = MinMaxScaler.fit(x_train, feature_range=(-1.0, 1.0))
-        >>> x_test = m.transform(x_test)
+      >>> m = MinMaxScaler.fit(x_train, feature_range=(-1.0, 1.0))
+      >>> x_test = m.transform(x_test)
     """
 
     data_min: NDArray[np.float64]
@@ -348,22 +348,22 @@ class MinMaxScaler:
 
     @classmethod
     def fit(cls, x: ArrayLike, feature_range: tuple[float, float] = (0.0, 1.0)) -> MinMaxScaler:
-        """Fits per-feature minimum and maximum over the first axis.
+        """Fit per-feature minimum and maximum over the first axis.
 
         Args:
-            x: Training data of shape ``(num_samples, ...)``.
-            feature_range: Target ``(low, high)`` interval, ``low < high``.
+          x: Training data of shape ``(num_samples, ...)``.
+          feature_range: Target ``(low, high)`` interval, ``low < high``.
 
         Returns:
-            The fitted ``MinMaxScaler``.
+          The fitted ``MinMaxScaler``.
 
         Raises:
-            TypeError: If ``x`` is not numeric.
-            ValueError: If ``x`` is empty or holds NaN/Inf, or the range is invalid.
+          TypeError: If ``x`` is not numeric.
+          ValueError: If ``x`` is empty or holds NaN/Inf, or the range is invalid.
 
         Example:
-            >>> MinMaxScaler.fit(np.array([[0.0], [4.0]])).transform(np.array([[1.0]]))
-            array([[0.25]])
+          >>> MinMaxScaler.fit(np.array([[0.0], [4.0]])).transform(np.array([[1.0]]))
+          array([[0.25]])
         """
         feature_range = _check_range(feature_range, "MinMaxScaler.fit")
         arr = _as_float_array(x, "x", "MinMaxScaler.fit")
@@ -372,21 +372,21 @@ class MinMaxScaler:
         return cls(arr64.min(axis=0), arr64.max(axis=0), feature_range)
 
     def transform(self, x: ArrayLike) -> NDArray[Any]:
-        """Maps ``x`` linearly so the fitted range becomes ``feature_range``.
+        """Map ``x`` linearly so the fitted range becomes ``feature_range``.
 
         Args:
-            x: Data whose trailing shape matches the fitted statistics.
+          x: Data whose trailing shape matches the fitted statistics.
 
         Returns:
-            The scaled array; floating inputs keep their dtype, integer inputs
-            become float32.
+          The scaled array; floating inputs keep their dtype, integer inputs
+          become float32.
 
         Raises:
-            TypeError: If ``x`` is not numeric.
-            ValueError: If the feature shape differs from the fitted one.
+          TypeError: If ``x`` is not numeric.
+          ValueError: If the feature shape differs from the fitted one.
 
         Example:
-            >>> x_val = MinMaxScaler.fit(x_train).transform(x_val)
+          >>> x_val = MinMaxScaler.fit(x_train).transform(x_val)
         """
         arr = _as_float_array(x, "x", "MinMaxScaler.transform")
         _check_trailing_shape(arr, self.data_min.shape, "MinMaxScaler.transform")
@@ -397,13 +397,13 @@ class MinMaxScaler:
         return out.astype(arr.dtype)
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the statistics as JSON-serializable values.
+        """Return the statistics as JSON-serializable values.
 
         Returns:
-            ``{"data_min": [...], "data_max": [...], "feature_range": [lo, hi]}``.
+          ``{"data_min": [...], "data_max": [...], "feature_range": [lo, hi]}``.
 
         Example:
-            >>> json.dump(m.to_dict(), f)
+          >>> json.dump(m.to_dict(), f)
         """
         return {
             "data_min": self.data_min.tolist(),
@@ -413,20 +413,20 @@ class MinMaxScaler:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> MinMaxScaler:
-        """Rebuilds a scaler saved with ``to_dict``.
+        """Rebuild a scaler saved with ``to_dict``.
 
         Args:
-            state: A mapping with ``"data_min"``, ``"data_max"`` and optionally
-                ``"feature_range"``.
+          state: A mapping with ``"data_min"``, ``"data_max"`` and optionally
+            ``"feature_range"``.
 
         Returns:
-            The restored ``MinMaxScaler``.
+          The restored ``MinMaxScaler``.
 
         Raises:
-            ValueError: If keys are missing or the statistics are invalid.
+          ValueError: If keys are missing or the statistics are invalid.
 
         Example:
-            >>> m = MinMaxScaler.from_dict(json.load(f))
+          >>> m = MinMaxScaler.from_dict(json.load(f))
         """
         missing = [k for k in ("data_min", "data_max") if k not in state]
         if missing:
@@ -449,22 +449,22 @@ def min_max_scale(
     """Min-max scales splits with the range fitted on the training split only.
 
     Args:
-        x_train: Training data ``(num_samples, ...)``; min/max are fitted here.
-        *others: Further splits scaled with the training statistics (values
-            outside the training range fall outside ``feature_range``).
-        feature_range: Target ``(low, high)`` interval, ``low < high``.
+      x_train: Training data ``(num_samples, ...)``; min/max are fitted here.
+      *others: Further splits scaled with the training statistics (values
+        outside the training range fall outside ``feature_range``).
+      feature_range: Target ``(low, high)`` interval, ``low < high``.
 
     Returns:
-        A tuple of scaled arrays, training split first, then ``others`` in
-        order. Use ``MinMaxScaler`` to keep the statistics.
+      A tuple of scaled arrays, training split first, then ``others`` in
+      order. Use ``MinMaxScaler`` to keep the statistics.
 
     Raises:
-        TypeError: If an input is not numeric.
-        ValueError: If ``x_train`` is empty or holds NaN/Inf, the range is
-            invalid, or a split's feature shape differs from the training one.
+      TypeError: If an input is not numeric.
+      ValueError: If ``x_train`` is empty or holds NaN/Inf, the range is
+        invalid, or a split's feature shape differs from the training one.
 
     Example:
-        >>> x_train, x_test = min_max_scale(x_train, x_test, feature_range=(-1.0, 1.0))
+      >>> x_train, x_test = min_max_scale(x_train, x_test, feature_range=(-1.0, 1.0))
     """
     scaler = MinMaxScaler.fit(x_train, feature_range=feature_range)
     return tuple(scaler.transform(a) for a in (x_train, *others))
@@ -499,23 +499,23 @@ def one_hot(labels: ArrayLike, num_classes: int | None = None) -> NDArray[np.flo
     """One-hot encodes integer class labels.
 
     Args:
-        labels: Integer class indices of any shape (integral floats such as
-            ``2.0`` are accepted), each in ``[0, num_classes)``.
-        num_classes: Number of classes; inferred as ``max(labels) + 1`` when
-            omitted (pass it explicitly so every split gets the same width).
+      labels: Integer class indices of any shape (integral floats such as
+        ``2.0`` are accepted), each in ``[0, num_classes)``.
+      num_classes: Number of classes; inferred as ``max(labels) + 1`` when
+        omitted (pass it explicitly so every split gets the same width).
 
     Returns:
-        A float32 array of shape ``labels.shape + (num_classes,)``.
+      A float32 array of shape ``labels.shape + (num_classes,)``.
 
     Raises:
-        TypeError: If labels are not numeric or ``num_classes`` is not an int.
-        ValueError: If labels are non-integral, negative or ``>= num_classes``,
-            or ``num_classes`` cannot be inferred from empty labels.
+      TypeError: If labels are not numeric or ``num_classes`` is not an int.
+      ValueError: If labels are non-integral, negative or ``>= num_classes``,
+        or ``num_classes`` cannot be inferred from empty labels.
 
     Example:
-        >>> one_hot([0, 2], num_classes=3)
-        array([[1., 0., 0.],
-               [0., 0., 1.]], dtype=float32)
+      >>> one_hot([0, 2], num_classes=3)
+      array([[1., 0., 0.],
+         [0., 0., 1.]], dtype=float32)
     """
     arr = _as_int_labels(labels, "labels", "one_hot")
     if num_classes is None:
@@ -543,7 +543,7 @@ def one_hot(labels: ArrayLike, num_classes: int | None = None) -> NDArray[np.flo
 
 
 def _rng_from(key_or_seed: Any) -> np.random.Generator:
-    """Builds a NumPy generator from an int seed or a JAX PRNG key."""
+    """Build a NumPy generator from an int seed or a JAX PRNG key."""
     if isinstance(key_or_seed, (int, np.integer)) and not isinstance(key_or_seed, (bool, np.bool_)):
         seed = int(key_or_seed)
         if seed < 0:
@@ -599,33 +599,33 @@ def train_val_test_split(
     test: float = 0.2,
     stratify: bool = False,
 ) -> tuple[Split, Split, Split]:
-    """Shuffles samples and splits them into train, validation and test sets.
+    """Shuffle samples and splits them into train, validation and test sets.
 
     The split sizes are ``round(test * n)`` and ``round(val * n)``; the rest
     is training data. The same seed (or JAX key) always gives the same split.
 
     Args:
-        key_or_seed: A non-negative int seed or a JAX PRNG key
-            (``jax.random.key(0)`` or legacy ``jax.random.PRNGKey(0)``).
-        x: Features with ``num_samples`` on the first axis.
-        y: Targets with ``num_samples`` on the first axis.
-        val: Validation fraction in ``[0, 1)``.
-        test: Test fraction in ``[0, 1)``; ``val + test`` must be below 1.
-        stratify: If True, each class keeps (to within one sample) its
-            proportion in every split. Classes are taken from ``y`` (1-D
-            labels) or its argmax (2-D one-hot targets).
+      key_or_seed: A non-negative int seed or a JAX PRNG key
+        (``jax.random.key(0)`` or legacy ``jax.random.PRNGKey(0)``).
+      x: Features with ``num_samples`` on the first axis.
+      y: Targets with ``num_samples`` on the first axis.
+      val: Validation fraction in ``[0, 1)``.
+      test: Test fraction in ``[0, 1)``; ``val + test`` must be below 1.
+      stratify: If True, each class keeps (to within one sample) its
+        proportion in every split. Classes are taken from ``y`` (1-D
+        labels) or its argmax (2-D one-hot targets).
 
     Returns:
-        ``((x_train, y_train), (x_val, y_val), (x_test, y_test))`` as NumPy
-        arrays; an empty split has zero rows.
+      ``((x_train, y_train), (x_val, y_val), (x_test, y_test))`` as NumPy
+      arrays; an empty split has zero rows.
 
     Raises:
-        TypeError: If ``key_or_seed`` or a fraction has the wrong type.
-        ValueError: If fractions are out of range, ``x`` and ``y`` lengths
-            differ, or the training split would be empty.
+      TypeError: If ``key_or_seed`` or a fraction has the wrong type.
+      ValueError: If fractions are out of range, ``x`` and ``y`` lengths
+        differ, or the training split would be empty.
 
     Example:
-        >>> (xtr, ytr), (xva, yva), (xte, yte) = train_val_test_split(0, x, y, val=0.1, test=0.2)
+      >>> (xtr, ytr), (xva, yva), (xte, yte) = train_val_test_split(0, x, y, val=0.1, test=0.2)
     """
     rng = _rng_from(key_or_seed)
     val = _check_fraction(val, "val")

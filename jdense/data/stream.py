@@ -221,6 +221,8 @@ class Rows:
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"{what}: x has {x.shape[0]} samples but y has {y.shape[0]} (their first axes must be equal).")
         self.x, self.y, self.batch, self.seed, self.salt, self.what = x, y, batch, list(seed), tuple(salt), what
+        check_file_size(x, what)
+        check_file_size(y, what)
         self.n = x.shape[0]
         self.sample_x = np.asarray(x[:1])
         self.steps = -(-self.n // batch)
