@@ -366,6 +366,7 @@ def fit_population(
       sample_weight: ``(n,)`` weights shared by the members, as in :func:`jdense.fit`, or
         ``(members, n)``: a row of weights per member (0: the member never sees that row;
         e.g. cross-validation folds). Member ``i`` trains as ``fit(..., sample_weight=w[i])``.
+        ``validation_data``'s weights may be ``(members, n_val)`` alike (each fold's held-out rows).
       callbacks: :class:`jdense.EarlyStopping` acts per member: a stopped member's params
         and states stay frozen and its later history entries are NaN; ``restore_best``
         per member. Other callbacks get ``on_epoch_end(epoch, logs, params, ...)`` once
@@ -413,7 +414,7 @@ def fit_population(
         feed.labels(loss, data_in.y, out_shape, what)
     metrics_lib.check_width(metric_objs, arguments.width(out_shape), what)
     cw = arguments.class_weights(class_weight, out_shape, what)
-    checked_val = feed.validation(data_in.validation_data, loss, out_shape, f"{what}(validation_data)")
+    checked_val = feed.validation(data_in.validation_data, loss, out_shape, f"{what}(validation_data)", len(members))
     callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None, skip_nonfinite)
     if callbacks.adjusters:
         raise TypeError(f"{what} does not run callbacks with adjust_hyperparams (e.g. ReduceLROnPlateau): the members "

@@ -362,15 +362,16 @@ def compiler_options(mesh) -> dict[str, Any] | None:
 
 
 @caches.cached
-def population(key: tuple[Training, bool]):
+def population(key: tuple[Training, bool, bool]):
     """The population's epoch: :func:`_epoch` vmapped over the member axis, the data shared.
 
-    ``key = (spec, per_member_weights)``; the program takes ``(active, params, opt_state,
-    state, ...)`` as :func:`training` does after ``active``; with per-member weights the
-    step mask has a member axis.
+    ``key = (spec, per_member_weights, per_member_validation_weights)``; the program takes
+    ``(active, params, opt_state, state, ...)`` as :func:`training` does after ``active``;
+    with per-member weights the step mask (and the validation mask) has a member axis.
     """
-    spec, per_member = key
-    axes = (0, 0, 0, 0) + (None,) * 3 + (0 if per_member else None,) + (None,) * 5
+    spec, per_member, per_member_val = key
+    val_axes = (None, None, None, 0) if per_member_val else None
+    axes = (0, 0, 0, 0) + (None,) * 3 + (0 if per_member else None,) + (None,) * 4 + (val_axes,)
     return jax.jit(jax.vmap(functools.partial(_member_epoch, spec), in_axes=axes), donate_argnums=(1, 2, 3),
                    compiler_options=compiler_options(spec.mesh))
 
@@ -396,15 +397,17 @@ def epoch_keys(use_key: bool, key, epoch_number, steps: int):
 
 
 @caches.cached
-def evaluation(key: tuple[Step, bool]):
+def evaluation(key: tuple):
     """Jitted ``(params, state, x, y, idx, mask, class_weight) -> sums`` in inference mode.
 
-    ``key = (spec, population)``; with ``population``, params and state have a leading
-    member axis and so do the sums.
+    ``key = (spec, population)`` or ``(spec, population, per_member_mask)``; with
+    ``population``, params and state have a leading member axis and so do the sums (and
+    the mask with ``per_member_mask``: each member's own sample weights).
     """
-    spec, population = key
+    spec, population, per_member = (*key, False)[:3]
     fn = functools.partial(_sums, spec)
-    return jax.jit(jax.vmap(fn, in_axes=(0, 0) + (None,) * 5) if population else fn)
+    axes = (0, 0, None, None, None, 0 if per_member else None, None)
+    return jax.jit(jax.vmap(fn, in_axes=axes) if population else fn)
 
 
 def _outputs(net: Sequential, mesh, params, state, x, idx, n):

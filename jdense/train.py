@@ -238,7 +238,8 @@ def evaluate(
 
     With ``population=True``, ``params`` (and ``state``) are a population's, with a leading
     member axis (:func:`jdense.fit_population`), and every value is an array with one entry
-    per member. ``sample_weight`` (``(n,)``) weighs each sample as in :func:`fit`.
+    per member. ``sample_weight`` (``(n,)``) weighs each sample as in :func:`fit`; for a
+    population it may be ``(members, n)``, each member's own weights (e.g. its held-out fold).
 
     Returns:
       ``{"loss": ..., "accuracy": ...}`` (the metrics default as in :func:`fit`).
@@ -251,16 +252,19 @@ def evaluate(
     per_sample = losses_lib.per_sample(loss)
     metric_objs = arguments.metric_objects(loss, metrics)
     x, y = feed.arrays(x, y, "evaluate")
-    sw = feed.sample_weights(x.shape[0], sample_weight, "evaluate")
     state = arguments.members(net, params, state, population, "evaluate")
+    members = jax.tree.leaves(params)[0].shape[0] if population else None
+    sw = feed.sample_weights(x.shape[0], sample_weight, "evaluate", members)
     out_shape = arguments.output_shape(net, _member(params, population), _member(state, population), x, "evaluate")
     feed.labels(loss, y, out_shape, "evaluate")
     metrics_lib.check_width(metric_objs, arguments.width(out_shape), "evaluate")
     cw = arguments.class_weights(class_weight, out_shape, "evaluate")
-    fn = programs.evaluation((arguments.step_spec(net, per_sample, metric_objs, None, cw, mesh), bool(population)))
+    per_member = sw is not None and sw.ndim == 2
+    fn = programs.evaluation((arguments.step_spec(net, per_sample, metric_objs, None, cw, mesh), bool(population),
+                              per_member))
     idx, mask = _eval_batches(x.shape[0], batch_size)
     if sw is not None:
-        mask = mask * sw[idx]
+        mask = mask * sw[..., idx]
     params, state, idx, mask, cw = parallel.place((params, state, idx, mask, cw), mesh)
     sums = fn(params, state, *parallel.device_data((x, y), mesh, "evaluate"), idx, mask, cw)
     width = arguments.width(out_shape)

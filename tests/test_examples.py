@@ -50,7 +50,7 @@ def printed_accuracy(out: str) -> float:
 
 # -- examples -------------------------------------------------------------------------------
 def test_every_example_is_tested():
-    tested = {"mnist_mlp", "regression", "binary_classification", "custom_layer", "train_loop"}
+    tested = {"mnist_mlp", "regression", "binary_classification", "custom_layer", "train_loop", "sklearn_search"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -117,6 +117,15 @@ def test_train_loop(capsys):
     assert "epoch 2: train loss" in out
     assert printed_accuracy(out) == pytest.approx(result["test_accuracy"], abs=1e-4)
     assert result["test_accuracy"] > 0.3
+
+
+def test_sklearn_search(capsys):
+    result, out = run_example("sklearn_search", ["--quick"], capsys)
+    assert printed_accuracy(out) == pytest.approx(result["test_accuracy"], abs=1e-4)
+    assert "PopulationSearchCV: 4 candidates x 3 folds" in out and "GridSearchCV: 4 candidates" in out
+    for name in ("PopulationSearchCV", "GridSearchCV"):  # a learning rate of 1e-4 barely moves in 3 epochs
+        assert result[name]["best_params"]["learning_rate"] == 1e-2
+    assert result["test_accuracy"] > 0.8
 
 
 # -- notebooks ------------------------------------------------------------------------------

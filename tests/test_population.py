@@ -315,3 +315,23 @@ def test_the_same_mistake_raises_the_same_error_in_fit_and_fit_population(kw, ex
             with pytest.raises(exc) as info:
                 call()
             assert str(info.value) == match
+
+
+def test_cross_validation_folds_as_per_member_weights():
+    """Member k trains on the rows outside fold k and validates on fold k: its val_* are evaluate's on that fold."""
+    net = jdense.mlp([6, 12, 3])
+    fold = np.arange(80) % 3
+    train_w = np.stack([(fold != k).astype(np.float32) for k in range(3)])
+    members = [{"seed": 5}] * 3
+    pop = jdense.fit_population(net, X, Y, members=members, sample_weight=train_w,
+                                validation_data=(X, Y, 1.0 - train_w), **KW)
+    for k in range(3):
+        held_out = jdense.evaluate(net, pop.member(k).params, X[fold == k], Y[fold == k], loss="cross_entropy")
+        np.testing.assert_allclose(pop.history["val_loss"][-1, k], held_out["loss"], rtol=1e-5)
+        np.testing.assert_allclose(pop.history["val_accuracy"][-1, k], held_out["accuracy"], rtol=1e-6)
+    scores = jdense.evaluate(net, pop.params, X, Y, loss="cross_entropy", population=True, sample_weight=1.0 - train_w)
+    for k in range(3):
+        one = jdense.evaluate(net, pop.member(k).params, X, Y, loss="cross_entropy", sample_weight=1.0 - train_w[k])
+        np.testing.assert_allclose(scores["loss"][k], one["loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(80,\) \(shared\) or \(3, 80\)"):
+        jdense.evaluate(net, pop.params, X, Y, loss="cross_entropy", population=True, sample_weight=train_w[:2])

@@ -112,15 +112,18 @@ def labels(loss, y: np.ndarray, out_shape: tuple, what: str) -> None:
         raise ValueError(f"{what}: binary_cross_entropy needs labels 0 or 1, got values such as {y[~np.isin(y, (0, 1))][0]}.")
 
 
-def validation(validation_data, loss, out_shape, what: str):
-    """Checked ``(x_val, y_val, weights)`` from a pair or triple, or None."""
+def validation(validation_data, loss, out_shape, what: str, members: int | None = None):
+    """Checked ``(x_val, y_val, weights)`` from a pair or triple, or None.
+
+    A population's (``members``) weights may be ``(members, n_val)``: each member's validation rows.
+    """
     if validation_data is None:
         return None
     if not (isinstance(validation_data, tuple | list) and len(validation_data) in (2, 3)):
         raise TypeError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, sample_weight_val).")
     xv, yv = arrays(validation_data[0], validation_data[1], what)
     labels(loss, yv, out_shape, what)
-    w = sample_weights(xv.shape[0], validation_data[2] if len(validation_data) == 3 else None, what)
+    w = sample_weights(xv.shape[0], validation_data[2] if len(validation_data) == 3 else None, what, members)
     return xv, yv, np.ones(xv.shape[0], np.float32) if w is None else w
 
 
@@ -141,7 +144,7 @@ def device_validation(checked, batch: int, mesh, what: str):
         return None
     xv, yv, swv = checked
     idx, mask = padded_indices(np.arange(xv.shape[0]), min(max(batch, 1024), xv.shape[0]))
-    return (*parallel.device_data((xv, yv), mesh, what), *parallel.place((idx, mask * swv[idx]), mesh))
+    return (*parallel.device_data((xv, yv), mesh, what), *parallel.place((idx, mask * swv[..., idx]), mesh))
 
 
 # -- the data, checked, and where they live ---------------------------------------------------
@@ -347,14 +350,15 @@ def epochs(data: Data, spec, *, loss, out_shape, seed, key, class_weight, val, m
       loss, out_shape: to check the labels of each streamed chunk.
       seed, key, class_weight, val, mesh, per_process, epochs, what: as :func:`jdense.fit` has them.
     """
+    val_per_member = val is not None and val[3].ndim == 3  # (members, steps, batch) validation weights
     if data.source is None:
         per_member = data.weights is not None and data.weights.ndim == 2
-        program = programs.training(spec) if members is None else programs.population((spec, per_member))
+        program = programs.training(spec) if members is None else programs.population((spec, per_member, val_per_member))
         return Memory(data, program, seed=seed, key=key, class_weight=class_weight, val=val, mesh=mesh, what=what)
     chunk_spec = dataclasses.replace(spec, validation=False)  # validation runs after the last chunk
     program = programs.streaming(chunk_spec) if members is None else programs.population_streaming(chunk_spec)
     step = programs.Step(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(programs.Step)})
-    evaluation = None if val is None else programs.evaluation((step, members is not None))
+    evaluation = None if val is None else programs.evaluation((step, members is not None, val_per_member))
     size = programs.layout_size(programs.layout(spec.metrics, _width(out_shape), spec.skip_nonfinite))
     zeros = parallel.place(np.zeros(size if members is None else (members, size), np.float32), mesh)
 
