@@ -3,6 +3,7 @@ what was given, what was expected, and how to fix it."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import numbers
@@ -94,10 +95,16 @@ def floating_dtype(name: str, dtype) -> jnp.dtype:
     return dt
 
 
-def choice(name: str, value: str, valid) -> str:
-    """Return ``value`` if it is one of ``valid``, else raise listing them."""
+def choice(name: str, value: str, valid, *, also: str = "") -> str:
+    """Return ``value`` if it is one of ``valid``, else raise listing them, with the closest as a suggestion.
+
+    ``also`` names what else is accepted (e.g. ``"a callable (outputs, targets) -> values"``).
+    """
     if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, sorted(valid)))}.")
+        listed = ", ".join(map(repr, sorted(valid) if isinstance(valid, set | frozenset) else valid))
+        best = closest(value, valid)
+        hint = f"; did you mean {best!r}? Expected" if best is not None else "; expected"
+        raise ValueError(f"unknown {name} {short(value)}{hint} one of {listed}{', or ' + also if also else ''}.")
     return value
 
 
@@ -164,6 +171,128 @@ def params_fit_device(what: str, shapes) -> None:
         for path, leaf in leaves
     )
     fits_device(what, nbytes(shapes), detail)
+
+
+# -- name suggestions ---------------------------------------------------------------------
+KERAS_NAMES = {
+    "binary_crossentropy": "binary_cross_entropy",
+    "categorical_crossentropy": "cross_entropy",
+    "sparse_categorical_crossentropy": "cross_entropy",
+    "crossentropy": "cross_entropy",
+    "mean_squared_error": "mse",
+    "mean_absolute_error": "mae",
+    "root_mean_squared_error": "rmse",
+    "kullback_leibler_divergence": "kl_divergence",
+    "kld": "kl_divergence",
+    "logcosh": "log_cosh",
+    "huber_loss": "huber",
+    "binary_focal_crossentropy": "sigmoid_focal",
+    "f1_score": "f1",
+    "acc": "accuracy",
+    "binary_accuracy": "accuracy",
+    "categorical_accuracy": "accuracy",
+    "sparse_categorical_accuracy": "accuracy",
+    "top_k_categorical_accuracy": "top_k_accuracy",
+    "sparse_top_k_categorical_accuracy": "top_k_accuracy",
+    "roc_auc": "auc",
+    "xavier": "glorot_uniform",
+    "xavier_uniform": "glorot_uniform",
+    "glorot": "glorot_uniform",
+    "kaiming": "he_normal",
+    "xavier_normal": "glorot_normal",
+    "kaiming_uniform": "he_uniform",
+    "kaiming_normal": "he_normal",
+    "identity": "linear",
+}
+"""Keras (and PyTorch) spellings of names jdense spells otherwise: pointed to, never silently accepted."""
+
+
+def closest(value, valid) -> str | None:
+    """The valid name ``value`` most likely means (a Keras spelling, another case, or a near miss by
+    ``difflib.get_close_matches``), or None."""
+    if not isinstance(value, str):
+        return None
+    names = [v for v in valid if isinstance(v, str)]
+    key = value.strip().lower().replace("-", "_").replace(" ", "_")
+    by_key = {n.lower(): n for n in names}
+    for guess in (key, KERAS_NAMES.get(key), KERAS_NAMES.get(key.replace("_", ""))):
+        if guess is not None and guess.lower() in by_key:
+            return by_key[guess.lower()]
+    match = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.6)
+    if match:
+        return by_key[match[0]]
+    starts = [n for low, n in by_key.items() if len(key) >= 3 and low.startswith(key)]  # "proba": "probabilities"
+    return starts[0] if len(starts) == 1 else None
+
+
+def did_you_mean(value, valid) -> str:
+    """``"; did you mean 'x'?"`` for the closest valid name (see :func:`closest`), or ``""``."""
+    best = closest(value, valid)
+    return f"; did you mean {best!r}?" if best is not None and best != value else ""
+
+
+def keywords(owner: str, kwargs: dict, aliases: dict[str, str], accepted=()) -> None:
+    """Refuse unexpected keywords: another library's spelling (``aliases``: theirs -> ours) gets a pointer to
+    jdense's name, anything else the closest of ``accepted``. One spelling per argument, never two."""
+    for name in kwargs:
+        if name in aliases:
+            raise TypeError(f"{owner} has no argument {name!r} (the Keras spelling); jdense calls it {aliases[name]!r}: "
+                            f"{owner}(..., {aliases[name]}={kwargs[name]!r}).")
+        raise TypeError(f"{owner} got an unexpected keyword argument {name!r}{did_you_mean(name, accepted)}.")
+
+
+# -- arrays -----------------------------------------------------------------------------------
+def numeric_array(name: str, value, what: str = ""):
+    """``value`` if it is a JAX array (tracers too), else as a NumPy array if numeric or bool; else a clear error."""
+    if isinstance(value, jax.Array):
+        return value
+    prefix = f"{what}: " if what else ""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as err:  # ragged rows, objects
+        raise TypeError(f"{prefix}{name} must be a rectangular numeric array (rows of equal length), got "
+                        f"{type(value).__name__}; {err}") from None
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"{prefix}{name} must be numeric, got an array of dtype {array.dtype} (shape {array.shape}); "
+                        f"convert it first, e.g. {name}.astype(np.float32), or encode text as numbers.")
+    return array
+
+
+def trainable(what: str, net, params) -> None:
+    """Refuse to train a network that is for inference (a layer with ``inference_only``, e.g. a quantized
+    one) or whose params are not floating (gradients need real values)."""
+    for name, layer in zip(net.names, net.layers):
+        if getattr(layer, "inference_only", False):
+            raise ValueError(
+                f"{what}: {name} is a {type(layer).__name__}: this network is for inference (predict, evaluate, save), "
+                "not training; train the float network and quantize it afterwards.")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not jnp.issubdtype(getattr(leaf, "dtype", np.asarray(leaf).dtype), jnp.floating):
+            raise TypeError(f"{what}: params{jax.tree_util.keystr(path)} has dtype {leaf.dtype}; training needs floating "
+                            "params (gradients are real numbers): pass the float params, e.g. from net.init(key).")
+
+
+def member_count(what: str, **trees) -> int:
+    """The size of the leading member axis that every leaf of these trees (a population's) shares, else raise."""
+    first = None
+    for tree_name, tree in trees.items():
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            shape = np.shape(leaf)
+            where = f"{tree_name}{jax.tree_util.keystr(path)}"
+            if not shape:
+                raise ValueError(f"{what}: population=True, but {where} has no leading member axis (a scalar); pass a "
+                                 "population's params and state (fit_population's result), or population=False.")
+            if first is None:
+                first = (where, shape[0])
+            elif shape[0] != first[1]:
+                raise ValueError(
+                    f"{what}: population=True needs one member axis, but {first[0]} has {first[1]} members and {where} "
+                    f"has {shape[0]}; pass params and state of one population (did you mix layers or states of "
+                    "populations of different sizes?)."
+                )
+    if first is None:
+        raise ValueError(f"{what}: population=True, but params hold no arrays.")
+    return first[1]
 
 
 def prng_key(name: str, value) -> jax.Array:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jdense import _checks
+
 Activation = Callable[[jax.Array], jax.Array]
 
 
@@ -55,11 +57,7 @@ def get_activation(activation: str | Activation | None) -> Activation:
     if activation is None:
         return linear
     if isinstance(activation, str):
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; expected None, a callable, or one of "
-                f"{', '.join(map(repr, ACTIVATIONS))}."
-            )
+        _checks.choice("activation", activation, ACTIVATIONS, also="None (linear) or a callable")
         return ACTIVATIONS[activation]
     if callable(activation):
         return activation

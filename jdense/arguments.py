@@ -92,8 +92,12 @@ def metric_objects(loss, metrics) -> tuple:
     return tuple(out)
 
 
-def output_shape(net: Sequential, params, state, x) -> tuple:
-    """The network's output shape for one row of ``x`` (from shapes: nothing is computed)."""
+def output_shape(net: Sequential, params, state, x, what: str = "fit") -> tuple:
+    """The network's output shape for one row of ``x`` (from shapes: nothing is computed).
+
+    A width that does not fit names the layer and ``x``'s own shape (not a traced slice of it).
+    """
+    net.check_input(np.shape(x), what)
     width = net.output_width
     if width is not None and np.ndim(x) == 2:  # a network ending in Dense: no tracing needed
         return (1, width)
@@ -176,3 +180,55 @@ def refuse_unknown(what: str, options: dict[str, Any], known: Sequence[str], why
     wrong = sorted(set(options) & set(known))
     if wrong:
         raise TypeError(f"{what} does not take {', '.join(k + '=' for k in wrong)}: {why}")
+
+
+# -- one network's or a population's params and state, checked against each other --------------------
+def member_shapes(tree):
+    """The shapes of member 0 of a population's tree (for checks: nothing is computed)."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), tree)
+
+
+def _fits(check, *args) -> bool:
+    try:
+        check(*args)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def members(net: Sequential, params, net_state, population: bool, what: str):
+    """Params and state (``net_state``) checked as one network's (``population=False``) or as one population's, with a single
+    member axis; returns the state to use (``net.init_state()``, one per member, when ``state`` is None).
+
+    The errors say which of the two was passed where the other was expected.
+    """
+    if population:
+        if _fits(net.check_params, params, what):
+            raise ValueError(f"{what}: population=True, but params are one network's (no member axis); pass "
+                             "population=False, or a population's params (fit_population's result.params).")
+        _checks.member_count(what, params=params, state=net_state)
+        net.check_params(member_shapes(params), what)
+    else:
+        try:
+            net.check_params(params, what)
+        except ValueError:
+            if _fits(net.check_params, member_shapes(params), what):
+                raise ValueError(f"{what}: params have a leading member axis: they are a population's; pass "
+                                 "population=True, or one member's params (result.member(i).params).") from None
+            raise
+    if net_state is not None:
+        own = {k: v for k, v in net_state.items() if not (isinstance(v, dict) and set(v) == {"keep"})} \
+            if population and isinstance(net_state, dict) else net_state  # per-member dropout rates are not the net's state
+        try:
+            state(net, member_shapes(own) if population else own, what)
+        except ValueError:
+            if not population and isinstance(own, dict) and _fits(state, net, member_shapes(own), what):
+                raise ValueError(f"{what}: state has a leading member axis: it is a population's state; pass "
+                                 "population=True with the population's params, or one member's state.") from None
+            raise
+        return net_state
+    initial = net.init_state()
+    if population and initial:
+        n = jax.tree.leaves(params)[0].shape[0]
+        initial = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (n, *a.shape)), initial)
+    return initial

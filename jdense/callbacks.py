@@ -42,6 +42,9 @@ class Callback:
         return None
 
 
+KERAS_KEYWORDS = {"restore_best_weights": "restore_best", "epsilon": "min_delta"}
+"""Keras's keyword spellings the callbacks refuse with a pointer to theirs (one spelling per argument)."""
+
 ROUNDING = 1e-6
 """Relative changes this small are float32 rounding (the epoch's sums in another order), never improvements."""
 
@@ -67,9 +70,7 @@ class Monitor:
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be the name of a logged value such as 'val_loss', got {_checks.short(monitor)} "
                             f"of type {type(monitor).__name__}.")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {_checks.short(mode)}.")
-        self.monitor, self.mode = monitor, mode
+        self.monitor, self.mode = monitor, _checks.choice("mode", mode, ("auto", "min", "max"))
         self.min_delta = _checks.non_negative_float("min_delta", min_delta)
         self.resolve(())
         self.reset()
@@ -114,10 +115,12 @@ class EarlyStopping(Callback):
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "auto",
-                 restore_best: bool = True):
+                 restore_best: bool = True, **keras: Any):
+        _checks.keywords("EarlyStopping", keras, KERAS_KEYWORDS,
+                         ("monitor", "patience", "min_delta", "mode", "restore_best"))
         self.tracker = Monitor(monitor, mode, min_delta)
         self.patience = _checks.integer("patience", patience, 0)
-        self.restore_best = restore_best
+        self.restore_best = _checks.boolean("restore_best", restore_best)
         self.stopped_epoch: int | None = None
         self.wait = 0
         self.best_params = self.best_state = None
@@ -190,7 +193,9 @@ class ReduceLROnPlateau(Callback):
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 0.0,
-                 cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto"):
+                 cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto", **keras: Any):
+        _checks.keywords("ReduceLROnPlateau", keras, KERAS_KEYWORDS,
+                         ("monitor", "factor", "patience", "min_delta", "cooldown", "min_lr", "mode"))
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {factor!r}.")
         patience, cooldown = _checks.integer("patience", patience, 0), _checks.integer("cooldown", cooldown, 0)

@@ -2,7 +2,7 @@
 
 With no arguments it trains a 64-128-64-10 network on scikit-learn's bundled digits and
 prints the test metrics. Every option has a default; ``jdense train --help`` lists them.
-Every failure is one line on stderr: status 2 for bad arguments, 1 for a failed run
+Every failure is one line on stderr: status 2 for bad arguments (and data they name that cannot be read), 1 for a failed run
 (``JDENSE_DEBUG=1`` shows the traceback instead).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -45,10 +46,41 @@ environment:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one line: ``jdense train: error: ...``."""
+    """An argparse parser whose errors are one line: ``jdense train: error: ...``, a near miss with a suggestion."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(_USAGE_ERROR, _usage(self.prog, message))
+        self.exit(_USAGE_ERROR, _usage(self.prog, _suggest(message)))
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)$")
+
+
+def _suggest(message: str) -> str:
+    """argparse's "invalid choice" message, with the closest valid name (:func:`jdense._checks.closest`)."""
+    from jdense import _checks
+
+    match = _INVALID_CHOICE.search(message)
+    if match is None:
+        return message
+    choices = re.findall(r"'([^']*)'", match.group("choices"))
+    best = _checks.closest(match.group("value"), choices)
+    return message if best is None else f"{message[:match.end('value') + 1]}; did you mean {best!r}? (choose from " \
+        f"{match.group('choices')})"
+
+
+class DataError(ValueError):
+    """The data named on the command line cannot be used (exit status 2, as a bad argument)."""
+
+
+# The data loaders' advice in Python keywords, as the command line spells it.
+_CLI_SPELLINGS = {'task="regression"': "--task regression", 'task="classification"': "--task classification",
+                  "task='regression'": "--task regression", "task='classification'": "--task classification"}
+
+
+def _cli_spelling(text: str) -> str:
+    for python, option in _CLI_SPELLINGS.items():
+        text = text.replace(python, option)
+    return text
 
 
 def _usage(prog: str, message: str) -> str:
@@ -91,16 +123,25 @@ def _widths(text: str) -> list[int]:
 def _source(text: str) -> str:
     if text == "digits" or (text.startswith(("mnist:", "csv:")) and text.partition(":")[2]):
         return text
-    raise argparse.ArgumentTypeError(f"must be digits, mnist:DIR or csv:FILE, got {text!r}")
+    from jdense import _checks
+
+    kind = text.partition(":")[0] if ":" in text else text
+    hint = _checks.did_you_mean(kind, ("digits", "mnist", "csv"))
+    raise argparse.ArgumentTypeError(f"must be digits, mnist:DIR or csv:FILE, got {text!r}{hint}")
 
 
 def _metric_names(text: str) -> list[str]:
+    """One ``--metrics`` word: names separated by commas (``f1,auc``); the words themselves may be separate (``f1 auc``)."""
+    from jdense import _checks
     from jdense.metrics import METRICS
 
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in METRICS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names among {', '.join(METRICS)}, got {text!r}")
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected metric names among {', '.join(METRICS)}, got {text!r}")
+    for name in names:
+        if name not in METRICS:
+            raise argparse.ArgumentTypeError(f"unknown metric {name!r}{_checks.did_you_mean(name, METRICS)} (names "
+                                             f"among {', '.join(METRICS)}, separated by commas or spaces)")
     return names
 
 
@@ -109,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     from jdense.initializers import INITIALIZERS
     from jdense.optim import OPTIMIZERS
 
-    parser = _Parser(prog="jdense", description="jdense: dense neural networks on JAX.")
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = _Parser(prog="jdense", description="jdense: dense neural networks on JAX.",
+                     epilog="Each command has its own options: jdense train --help (jdense COMMAND --help).")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, title="commands", metavar="COMMAND")
     train = commands.add_parser("train", prog=_PROG, help="train a dense network and print its test metrics",
                                 description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_Formatter)
     add = train.add_argument
@@ -128,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="L2 strength of every layer's weights")
     add("--l1", type=_number(float, low=0, low_ok=True), default=0.0, metavar="L1",
         help="L1 strength of every layer's weights (the loss gains l1 * sum|w|)")
-    add("--metrics", type=_metric_names, default=None, metavar="NAMES",
-        help="comma-separated metrics to log, e.g. accuracy,f1,auc; by default accuracy, or mse,mae for regression")
+    add("--metrics", type=_metric_names, nargs="+", default=None, metavar="NAMES",
+        help="metrics to log, separated by commas or spaces, e.g. accuracy,f1,auc or accuracy f1 auc; by default "
+             "accuracy, or mse,mae for regression")
     add("--dropout", type=_number(float, low=0, low_ok=True, high=1), default=0.0, metavar="RATE",
         help="dropout rate after each hidden layer, in [0, 1)")
     add("--optimizer", choices=OPTIMIZERS, default="adam", help="the optax optimizer")
@@ -270,7 +313,10 @@ def train(args, start: float | None = None) -> dict[str, float]:
 
     start = time.perf_counter() if start is None else start
     classification = args.task == "classification" or not args.data.startswith("csv:")
-    x, y = _load(args)
+    try:
+        x, y = _load(args)
+    except (ValueError, TypeError, OSError) as err:  # the data the arguments name: a bad argument, status 2
+        raise DataError(_cli_spelling(str(err).strip())) from err
     x = x.reshape(len(x), -1).astype(np.float32)
     (xtr, ytr), (xva, yva), (xte, yte) = data.train_val_test_split(
         args.seed, x, y, val=0.1, test=0.2, stratify=classification)
@@ -315,7 +361,8 @@ def train(args, start: float | None = None) -> dict[str, float]:
     logs = _in_target_units(jdense.evaluate(net, result.params, xte, yte, loss=loss, state=result.state,
                                             metrics=args.metrics), y_std)
     units = "" if classification else ", loss and errors in target units"
-    print(f"test {format_logs(logs)}  ({result.epochs} epochs in {fit_seconds:.1f} s training, "
+    epochs = f"{result.epochs} epoch{'' if result.epochs == 1 else 's'}"
+    print(f"test {format_logs(logs)}  ({epochs} in {fit_seconds:.1f} s training, "
           f"{time.perf_counter() - start:.1f} s total{units})", flush=True)
     if args.save:
         print(f"saved the best model (by val_loss) to {args.save}")
@@ -336,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["train"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("name a command, e.g. jdense train (jdense --help lists them)")
+    if getattr(args, "metrics", None) is not None:  # --metrics f1,auc and --metrics f1 auc alike
+        args.metrics = [name for word in args.metrics for name in word]
     if args.command == "export":
         return _export(args)
     if args.command != "train":
@@ -353,6 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{_PROG}: interrupted", file=sys.stderr)
         return 130
+    except DataError as err:
+        if debug:  # the loader's own error, with its traceback
+            raise (err.__cause__ or err) from None
+        return _usage_exit(str(err).splitlines()[0] if str(err) else "the data cannot be read")
     except Exception as err:
         if debug:
             raise
@@ -366,13 +421,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _process_age() -> float:
-    """Seconds since this process started (Linux; 0 elsewhere)."""
+    """Seconds since this program started: the kernel's process start (Linux), or the Python program's when
+    later (a shell that ends with ``jdense train`` execs it in its own process, started with the shell)."""
+    from jdense import _clock
+
+    program = time.perf_counter() - _clock.STARTED
     try:
         with open("/proc/self/stat") as stat:
             ticks = int(stat.read().rpartition(")")[2].split()[19])  # field 22: start time, in ticks since boot
-        return max(time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+        return min(max(time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"), 0.0), program)
     except (OSError, ValueError, IndexError, AttributeError):
-        return 0.0
+        return program
 
 
 def _usage_exit(message: str, prog: str = _PROG) -> int:

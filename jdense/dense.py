@@ -131,7 +131,7 @@ def apply(
             f"params['b'] must have shape ({w.shape[1]},) to match w of shape {w.shape}, got {jnp.shape(b)}; "
             "pass the params made by jdense.init(key, in_features, out_features)."
         )
-    x = jnp.asarray(x)
+    x = jnp.asarray(_checks.numeric_array("x", x, "apply"))
     if x.ndim == 0 or x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"x has shape {x.shape} but this dense layer expects inputs of width "

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers as jinit
 
+from jdense import _checks
 from jdense.activations import Activation, get_activation, is_relu_family
 
 Initializer = Callable[..., jax.Array]
@@ -64,11 +65,7 @@ def get_initializer(
         if initializer == "auto":
             get_activation(activation)  # validate the name before choosing
             return INITIALIZERS["he_normal" if is_relu_family(activation) else "glorot_uniform"]
-        if initializer not in INITIALIZERS:
-            raise ValueError(
-                f"unknown initializer {initializer!r}; expected a callable (key, shape, dtype) -> array "
-                f"or one of {', '.join(map(repr, ['auto', *INITIALIZERS]))}."
-            )
+        _checks.choice("initializer", initializer, ("auto", *INITIALIZERS), also="a callable (key, shape, dtype) -> array")
         return INITIALIZERS[initializer]
     if callable(initializer):
         return initializer

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jdense import _checks
 from jdense.callbacks import Callback
 
 _TENSORBOARD_MISSING = (
@@ -52,24 +53,37 @@ class CSVLogger(Callback):
 
     def __init__(self, path: str | os.PathLike, append: bool = False, separator: str = ","):
         self.path = _path("path", path)
-        if not isinstance(append, bool):
-            raise TypeError(f"append must be True or False, got {append!r}.")
+        append = _checks.boolean("append", append)
         if not (isinstance(separator, str) and len(separator) == 1) or separator in "\r\n\"":
             raise ValueError(f"separator must be one character such as ',' or ';' (not a quote or newline), got {separator!r}.")
         self.append, self.separator = append, separator
         self.keys: list[str] | None = None
         self._file = self._writer = None
 
+    def _header(self) -> list[str] | None:
+        """The columns after ``epoch`` of the file this logger appends to, or None (a new file)."""
+        if not (self.append and os.path.isfile(self.path) and os.path.getsize(self.path) > 0):
+            return None
+        with open(self.path, newline="") as f:
+            header = next(csv.reader(f, delimiter=self.separator), [])
+        if header[:1] != ["epoch"]:
+            raise ValueError(f"CSVLogger(append=True): {self.path} does not start with an 'epoch' header; "
+                             "append to a file that a CSVLogger wrote, or pass append=False.")
+        return header[1:]
+
+    def _check_keys(self, header: list[str], keys) -> None:
+        if extra := [k for k in keys if k not in header]:
+            raise ValueError(f"CSVLogger: {self.path} has the columns {header}, but the logs add {extra}; "
+                             "write this run to a new file (or pass append=False).")
+
+    def check_logs(self, keys: Sequence[str]) -> None:
+        """Before training: refuse to append logs with keys the file's header lacks (no epoch is lost to it)."""
+        if (header := self._header()) is not None:
+            self._check_keys(header, keys)
+
     def on_train_begin(self) -> None:
         self.close()
-        self.keys = None
-        if self.append and os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
-            with open(self.path, newline="") as f:
-                header = next(csv.reader(f, delimiter=self.separator), [])
-            if header[:1] != ["epoch"]:
-                raise ValueError(f"CSVLogger(append=True): {self.path} does not start with an 'epoch' header; "
-                                 "append to a file that a CSVLogger wrote, or pass append=False.")
-            self.keys = header[1:]
+        self.keys = self._header()
         self._file = open(self.path, "a" if self.append else "w", newline="")
         self._writer = csv.writer(self._file, delimiter=self.separator)
 
@@ -79,9 +93,8 @@ class CSVLogger(Callback):
         if self.keys is None:
             self.keys = list(logs)
             self._writer.writerow(["epoch", *self.keys])
-        elif extra := [k for k in logs if k not in self.keys]:
-            raise ValueError(f"CSVLogger: {self.path} has the columns {self.keys}, but the logs add {extra}; "
-                             "write this run to a new file (or pass append=False).")
+        else:
+            self._check_keys(self.keys, logs)
         self._writer.writerow([epoch, *(_cell(logs.get(k, "")) for k in self.keys)])
         self._file.flush()
         return False

@@ -38,10 +38,12 @@ class CallbackList:
 
     Each must have a hook (``on_train_begin``, ``on_epoch_end``, ``on_train_end``); a
     monitor (``cb.tracker``) must name a key the logs will have, and takes its direction
-    from ``metrics`` (the :class:`jdense.metrics.Metric` objects being logged).
+    from ``metrics`` (the :class:`jdense.metrics.Metric` objects being logged). A callback
+    with ``check_logs(keys)`` sees the keys every epoch's logs will have, before training
+    (e.g. :class:`jdense.CSVLogger` refuses a file whose header lacks one).
     """
 
-    def __init__(self, callbacks, metrics: Sequence, has_validation: bool):
+    def __init__(self, callbacks, metrics: Sequence, has_validation: bool, skip_nonfinite: bool = False):
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
         for cb in callbacks:
             if not any(hasattr(cb, m) for m in ("on_train_begin", "on_epoch_end", "on_train_end")):
@@ -54,6 +56,13 @@ class CallbackList:
                     tracker.resolve(metrics)
         self.callbacks = callbacks
         self.adjusters = [cb for cb in callbacks if callable(getattr(cb, "adjust_hyperparams", None))]
+        keys = ["loss", *(m.name for m in metrics)]
+        keys += [f"val_{k}" for k in keys] if has_validation else []
+        keys += ["skipped_steps"] if skip_nonfinite else []
+        keys += ["learning_rate"] if self.adjusters else []
+        for cb in callbacks:
+            if callable(getattr(cb, "check_logs", None)):
+                cb.check_logs(sorted(keys))
 
     def append(self, callback) -> None:
         self.callbacks.append(callback)

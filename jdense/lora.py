@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -75,7 +74,8 @@ class LoRADense(Dense):
         super().__post_init__()
         _checks.positive_int("rank", self.rank)
         alpha = self.rank if self.alpha is None else self.alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
+        alpha = _checks.real("alpha", alpha, "a finite number > 0 (the update is scaled by alpha/rank) or None for rank")
+        if not alpha > 0:
             raise ValueError(f"alpha must be a number > 0 (the update is scaled by alpha/rank) or None for rank, got {alpha!r}.")
         if not isinstance(self.train_base, bool):
             raise TypeError(f"train_base must be True or False, got {self.train_base!r}.")

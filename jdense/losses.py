@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jdense import _checks
+
 PerSampleLoss = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -191,11 +193,8 @@ def per_sample(loss: str | tuple | PerSampleLoss) -> PerSampleLoss:
       TypeError: for anything else.
     """
     if isinstance(loss, str):
-        if loss not in PER_SAMPLE:
-            raise ValueError(
-                f"unknown loss {loss!r}; expected one of {', '.join(map(repr, PER_SAMPLE))}, a tuple (name, *params) "
-                "or a callable (outputs, targets) -> per-sample losses."
-            )
+        _checks.choice("loss", loss, PER_SAMPLE,
+                       also="a tuple (name, *params) or a callable (outputs, targets) -> per-sample losses")
         return PER_SAMPLE[loss]
     if isinstance(loss, tuple):
         name, values = _params(loss)
@@ -216,6 +215,56 @@ def name_of(loss: str | tuple | PerSampleLoss) -> str | None:
         return _params(loss)[0]
     per_sample(loss)  # validates
     return loss if isinstance(loss, str) else None
+
+
+OUTPUTS = ("logits", "probabilities", "labels")
+"""What :func:`jdense.predict` can return (``output=``)."""
+SOFTMAX = frozenset({"cross_entropy", "kl_divergence"})
+"""Losses whose outputs are logits of a softmax (probabilities: ``jax.nn.softmax``)."""
+SIGMOID = frozenset({"binary_cross_entropy", "sigmoid_focal"})
+"""Losses whose outputs are logits of independent sigmoids (probabilities: ``jax.nn.sigmoid``)."""
+
+
+def _labels(probabilities: jax.Array, sigmoid: bool) -> jax.Array:
+    if not sigmoid:
+        return jnp.argmax(probabilities, axis=-1).astype(jnp.int32)
+    labels = (probabilities > 0.5).astype(jnp.int32)
+    return labels[..., 0] if labels.shape[-1] == 1 else labels
+
+
+def link(loss: str | tuple | Callable | None, output: str = "logits", what: str = "predict") -> Callable[[jax.Array], jax.Array]:
+    """The function from a network's raw outputs to ``output`` for a network trained with ``loss``.
+
+    ``"logits"``: the outputs as they are. ``"probabilities"``: softmax over the last axis for
+    ``"cross_entropy"`` (and ``"kl_divergence"``), sigmoid for ``"binary_cross_entropy"`` (and
+    ``"sigmoid_focal"``). ``"labels"``: the argmax of the softmax, or ``sigmoid > 0.5`` as int32
+    (one output: shape ``(n,)``).
+
+    Raises:
+      ValueError: an unknown ``output``; probabilities or labels without ``loss``, for a
+        regression loss, or for a callable loss.
+
+    Example:
+      >>> link("binary_cross_entropy", "labels")(jnp.asarray([[2.0], [-1.0]]))
+      Array([1, 0], dtype=int32)
+    """
+    _checks.choice("output", output, OUTPUTS)
+    name = name_of(loss) if loss is not None else None  # validates the loss (with a suggestion for a typo)
+    if output == "logits":
+        return lambda outputs: outputs
+    if loss is None:
+        raise ValueError(f"{what}: output={output!r} needs loss= (the loss the network was trained with, e.g. "
+                         "loss='cross_entropy' for softmax outputs, loss='binary_cross_entropy' for one sigmoid output).")
+    if name is None or name not in SOFTMAX | SIGMOID:
+        kind = "a callable loss" if name is None else f"{name!r}, a regression loss,"
+        raise ValueError(f"{what}: output={output!r} needs a classification loss ('cross_entropy' or "
+                         f"'binary_cross_entropy'); {kind} has no probabilities: its outputs are the predictions, "
+                         "so use output='logits'.")
+    sigmoid = name in SIGMOID
+    to_probabilities = jax.nn.sigmoid if sigmoid else functools.partial(jax.nn.softmax, axis=-1)
+    if output == "probabilities":
+        return to_probabilities
+    return lambda outputs: _labels(to_probabilities(outputs), sigmoid)
 
 
 def labels_of(outputs: jax.Array, targets: jax.Array) -> jax.Array:

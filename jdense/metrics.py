@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdense import losses
+from jdense import _checks, losses
 
 AUC_BINS = 1000
 ECE_BINS = 15
@@ -65,6 +66,7 @@ class Metric:
     result: Callable[[np.ndarray, float, int], float]
     shape: Callable[[int], tuple[int, ...]] = lambda width: ()
     higher_is_better: bool = False
+    caveat: Callable[[int], str | None] = lambda width: None  # why the value means nothing at this width, if it does not
 
 
 def _classes(width: int) -> int:
@@ -103,7 +105,22 @@ def top_k(k: int) -> Metric:
         score = jnp.take_along_axis(outputs, labels[:, None], axis=-1)
         return (jnp.sum(outputs > score, axis=-1) < k).astype(jnp.float32)
 
-    return mean_metric("top_k_accuracy" if k == 5 else f"top_{k}_accuracy", per_sample, higher_is_better=True)
+    def caveat(width):
+        if k >= _classes(width):
+            return (f"'k' ({k}) greater than or equal to the number of classes ({_classes(width)}) gives a perfect "
+                    f"{'top_k_accuracy' if k == 5 else f'top_{k}_accuracy'} of 1.0, which is meaningless; pass "
+                    f"('top_k_accuracy', k) with k < {_classes(width)}.")
+        return None
+
+    metric = mean_metric("top_k_accuracy" if k == 5 else f"top_{k}_accuracy", per_sample, higher_is_better=True)
+    return dataclasses.replace(metric, caveat=caveat)
+
+
+def check_width(metrics, width: int, what: str) -> None:
+    """Warn (as scikit-learn's ``top_k_accuracy_score`` does) for each metric that means nothing at this output width."""
+    for metric in metrics:
+        if (message := metric.caveat(width)) is not None:
+            warnings.warn(f"{what}: {message}", UserWarning, stacklevel=3)
 
 
 def _confusion(outputs, targets, weights):
@@ -253,9 +270,8 @@ def get_metric(spec: Any) -> Metric:
     if isinstance(spec, Metric):
         return spec
     if isinstance(spec, str):
-        if spec not in _NAMED:
-            raise ValueError(f"unknown metric {spec!r}; expected one of {', '.join(map(repr, METRICS))}, "
-                             "('top_k_accuracy', k) or a callable (outputs, targets) -> per-sample values.")
+        _checks.choice("metric", spec, METRICS,
+                       also="('top_k_accuracy', k) or a callable (outputs, targets) -> per-sample values")
         return _NAMED[spec]()
     if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "top_k_accuracy":
         k = spec[1]

@@ -172,6 +172,37 @@ class Sequential:
                 "(or that fit returned for it), or build the network they belong to."
             )
 
+    def check_input(self, shape: tuple, what: str = "apply") -> None:
+        """Refuse inputs of ``shape`` that a layer cannot take, naming the layer and the caller's shape.
+
+        Follows the widths through Dense, BatchNorm, Dropout and Flatten layers on static
+        shapes (nothing traced); stops at the first user layer, whose width it cannot know.
+
+        Raises:
+          ValueError: e.g. ``fit: x has shape (569, 30) (30 features per sample) but dense_0 expects 64``.
+        """
+        shape = tuple(shape)
+        current = shape
+        for i, (name, layer) in enumerate(zip(self.names, self.layers)):
+            width = layer.in_features if isinstance(layer, Dense) else layer.features if isinstance(layer, BatchNorm) else None
+            field = "in_features" if isinstance(layer, Dense) else "features"
+            if width is not None and (len(current) < 2 or current[-1] != width):
+                given = f"{current[-1]} features per sample" if len(current) >= 2 else "no feature axis"
+                if i == 0 or current == shape:
+                    fix = (f"build the network for {current[-1]} inputs (e.g. mlp([{current[-1]}, ...])) or pass x with "
+                           f"{width} features" if len(current) >= 2 else f"pass x of shape (samples, {width})")
+                    raise ValueError(f"{what}: x has shape {shape} ({given}) but {name} ({type(layer).__name__}) expects "
+                                     f"{width} input features ({field}={width}); {fix}.")
+                raise ValueError(f"{what}: x of shape {shape} reaches {name} ({type(layer).__name__}) as {current}, but "
+                                 f"{name} expects {width} input features ({field}={width}); make it take the width of "
+                                 "the layer before it.")
+            if isinstance(layer, Dense):
+                current = (*current[:-1], layer.out_features)
+            elif isinstance(layer, Flatten):
+                current = (*current[:layer.start_axis], math.prod(current[layer.start_axis:]))
+            elif not isinstance(layer, Dropout | BatchNorm):
+                return
+
     def _init(self, key: jax.Array) -> Params:
         keys = jax.random.split(key, len(self.layers))
         params = {}
@@ -237,6 +268,9 @@ class Sequential:
                 if s:
                     new_state[name] = s
             else:
+                if isinstance(layer, Dense) and (jnp.ndim(x) == 0 or jnp.shape(x)[-1] != layer.in_features):
+                    raise ValueError(f"{name} expects inputs of width {layer.in_features} on the last axis, but the "
+                                     f"{'input' if i == 0 else 'layer before it gives'} {jnp.shape(x)}; make the widths equal.")
                 x = layer.apply(p, x)
         return x, new_state
 
@@ -261,6 +295,7 @@ class Sequential:
                 "this network has BatchNorm: pass state= (fit's result.state, or net.init_state() before training)."
             )
         self.check_params(params, "apply")
+        self.check_input(np.shape(_checks.numeric_array("x", x, "apply")), "apply")
         if not isinstance(state, Mapping):
             raise TypeError(
                 f"apply: state must be the dict from net.init_state() (or fit's result.state); got "
@@ -322,6 +357,12 @@ class Sequential:
         """Rebuild a network from :meth:`to_config`'s output."""
         try:
             specs = config["layers"]
+            for c in specs:
+                if isinstance(c.get("type"), str) and c["type"] not in _LAYER_TYPES:
+                    try:
+                        _checks.choice("layer kind", c["type"], _LAYER_TYPES, also="a class registered with jdense.register_layer")
+                    except ValueError as err:
+                        raise ValueError(f"not a jdense network config: {err}") from None
             return cls([_LAYER_TYPES[c["type"]](**{k: v for k, v in c.items() if k != "type"}) for c in specs])
         except (KeyError, TypeError) as err:
             raise ValueError(f"not a jdense network config: {config!r} ({err}).") from err

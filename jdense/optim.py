@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jdense import caches
+from jdense import _checks, caches
 from jdense.network import Sequential
 
 _SCALERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -252,9 +252,8 @@ def optimizer(
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a jdense.Sequential (from Sequential([...]) or mlp([...])), got {type(net).__name__}.")
     named = isinstance(base, str)
-    if named and base not in _SCALERS:
-        valid = ", ".join(map(repr, OPTIMIZERS))
-        raise ValueError(f"unknown optimizer {base!r}; expected one of {valid} or an optax transformation.")
+    if named:
+        _checks.choice("optimizer", base, OPTIMIZERS, also="an optax transformation")
     if not named and not isinstance(base, optax.GradientTransformation):
         raise TypeError(f"base must be a name or an optax.GradientTransformation, got {base!r}.")
     if not named and (decoupled or base_kwargs):
@@ -315,7 +314,9 @@ def hyperparams(opt_state) -> dict[str, Any]:
     Returns:
       ``{"learning_rate": float, "clip_norm": float, "lambda_": [one per layer], "l1": [...]}``
       (``clip_norm`` and ``l1`` only when the optimizer has them; ``lambda_`` and ``l1``
-      list the layers that have ``lambda_``, in order).
+      list the layers that have ``lambda_``, in order). For a population's state
+      (:func:`jdense.fit_population`) every value has one more level, one entry per member:
+      ``{"learning_rate": [member 0's, ...], "lambda_": [[member 0's per layer], ...]}``.
 
     Example:
       >>> jdense.hyperparams(result.opt_state)
@@ -327,20 +328,44 @@ def hyperparams(opt_state) -> dict[str, Any]:
             "hyperparams needs the state of a jdense.optimizer (its learning rate and L2/L1 strengths live there); "
             f"got {type(opt_state).__name__}. With your own optax transformation, wrap it in optax.inject_hyperparams."
         )
-    def readable(v):  # float32 values as their shortest decimal (0.001, not 0.0010000000474974513)
+    def readable(v):  # float32 values as their shortest decimal (0.001, not 0.0010000000474974513), nested per axis
         a = np.asarray(v, np.float32)
-        return float(str(a)) if a.ndim == 0 else [float(str(x)) for x in a]
+        return float(str(a)) if a.ndim == 0 else [readable(x) for x in a]
 
     return {k: readable(v) for k, v in sorted(hp.items())}
+
+
+def _member_values(name: str, value, shape: tuple) -> np.ndarray:
+    """A population's ``name`` values of ``shape`` ((N,) or (N, layers)) from one value for all or one per member."""
+    positive = name in ("learning_rate", "clip_norm")
+    per_member = isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim > 0)
+    if per_member and len(value) != shape[0]:
+        raise ValueError(f"{name} of a population needs one value for all members or one per member ({shape[0]}), "
+                         f"got {len(value)}.")
+    items = list(value) if per_member else [value] * shape[0]
+    out = np.empty(shape, np.float32)
+    for i, item in enumerate(items):
+        if len(shape) == 1:
+            out[i] = _number(f"{name} (member {i})", item, positive=positive)
+            continue
+        per_layer = isinstance(item, list | tuple) or (isinstance(item, np.ndarray) and item.ndim > 0)
+        layers = list(item) if per_layer else [item] * shape[1]
+        if len(layers) != shape[1]:
+            raise ValueError(f"{name} of member {i} needs one value per layer ({shape[1]}), got {len(layers)}.")
+        out[i] = [_number(f"{name} (member {i})", v, positive=positive) for v in layers]
+    return out
 
 
 def set_hyperparams(opt_state, **values: Any):
     """A copy of ``opt_state`` with new hyperparameter values; nothing recompiles.
 
     Args:
-      opt_state: the state of a :func:`optimizer` (e.g. ``result.opt_state``).
+      opt_state: the state of a :func:`optimizer` (e.g. ``result.opt_state``), or a
+        population's (``pop.opt_state``).
       **values: ``learning_rate=``, ``clip_norm=``, and ``lambda_=`` / ``l1=`` as one
         number for every layer or a sequence with one per layer (see :func:`hyperparams`).
+        For a population: one number for every member, or a sequence with one per member
+        (for ``lambda_``/``l1`` each entry is a number or a list with one per layer).
 
     Raises:
       TypeError: if the state is not a jdense optimizer's.
@@ -352,6 +377,7 @@ def set_hyperparams(opt_state, **values: Any):
     """
     current = hyperparams(opt_state)
     scheduled = set(getattr(opt_state, "hyperparams_states", {}))
+    members = np.shape(getattr(opt_state, "count", 0))  # (N,) for a population's state
     new = {}
     for name, value in values.items():
         if name not in current or name in scheduled:
@@ -360,7 +386,9 @@ def set_hyperparams(opt_state, **values: Any):
                 + (f"; {sorted(scheduled)} follow a schedule" if scheduled else "") + "."
             )
         shape = np.shape(current[name])
-        if shape:  # per layer: one number for all, or one each
+        if members:  # a population: one value for all members or one per member, each checked
+            new[name] = _member_values(name, value, shape)
+        elif shape:  # per layer: one number for all, or one each
             items = list(value) if isinstance(value, list | tuple | np.ndarray) else [value] * shape[0]
             if len(items) != shape[0]:
                 raise ValueError(f"{name} needs one value per layer ({shape[0]}), got {len(items)}.")

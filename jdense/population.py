@@ -34,6 +34,7 @@ import optax
 
 from jdense import _checks, arguments, caches, loop, optim, parallel, programs, train
 from jdense import losses as losses_lib
+from jdense import metrics as metrics_lib
 from jdense.callbacks import Callback, EarlyStopping, Monitor, ProgressBar
 from jdense.data import feed
 from jdense.layers import Dropout
@@ -248,6 +249,13 @@ def _opt_state(tx, params, members: list[dict]):
     return optim.with_values(template, optim.host_values(values)), hyper
 
 
+def _fits_device(n_members: int, one_params, tx) -> None:
+    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit the device."""
+    one = _checks.nbytes(one_params) + _checks.nbytes(jax.eval_shape(tx.init, one_params))
+    _checks.fits_device(f"a population of {n_members:,} members", n_members * one,
+                        f"{n_members:,} x {one:,} bytes of params and optimizer state; train fewer members at a time")
+
+
 def _states(net: Sequential, member_net: Sequential, members: list[dict], compute_dtype) -> Any:
     one_state = member_net.init_state()
     if compute_dtype is not None and jnp.dtype(compute_dtype) == jnp.float16:
@@ -417,18 +425,22 @@ def fit_population(
     layout, shared = _layout(devices, gather, len(members), mesh, streamed=data_in.source is not None)
     if data_in.weights is not None and data_in.weights.ndim == 2:  # a row per member: padding members get copies
         data_in.weights = layout.pad(data_in.weights)
-    out_shape = arguments.output_shape(net, jax.eval_shape(net.init, jax.random.key(0)), net.init_state(), data_in.x)
+    one_params = jax.eval_shape(net.init, jax.random.key(0))
+    _checks.trainable(what, net, one_params)
+    out_shape = arguments.output_shape(net, one_params, net.init_state(), data_in.x, what)
     if data_in.source is None:
         feed.labels(loss, data_in.y, out_shape, what)
+    metrics_lib.check_width(metric_objs, arguments.width(out_shape), what)
     cw = arguments.class_weights(class_weight, out_shape, what)
     checked_val = feed.validation(data_in.validation_data, loss, out_shape, f"{what}(validation_data)", len(members))
     if checked_val is not None and checked_val[2].ndim == 2:
         checked_val = (*checked_val[:2], layout.pad(checked_val[2]))
-    callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None)
+    callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None, skip_nonfinite)
     if callbacks.adjusters:
         raise TypeError(f"{what} does not run callbacks with adjust_hyperparams (e.g. ReduceLROnPlateau): the members "
                         "would need one schedule each; give members learning rates instead, or use jdense.fit.")
 
+    _fits_device(len(members), one_params, tx)
     # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
     params = _stack([_init(net)(jax.random.key(m["seed"])) for m in members])
     opt_state, hyper = _opt_state(tx, params, members)
@@ -558,28 +570,49 @@ def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
 
 # -- ensembles ------------------------------------------------------------------------------
 def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: str | Callable = "cross_entropy",
-                     state: Any = None, batch_size: int | None = None,
+                     output: str | None = None, state: Any = None, batch_size: int | None = None,
                      return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The ensemble's prediction: the mean of the members' probabilities, or of their outputs.
 
-    For ``loss="cross_entropy"`` the members' softmax probabilities are averaged, for
-    ``"binary_cross_entropy"`` their sigmoid probabilities; for any other loss
-    (regression) their raw outputs. With ``return_std=True``, also their standard
-    deviation across the members (``ddof=0``), per output: ``(mean, std)``.
+    Args:
+      loss: the members' loss. For ``"cross_entropy"`` the members' softmax probabilities
+        are averaged, for ``"binary_cross_entropy"`` their sigmoid probabilities (as
+        :func:`jdense.losses.link`); for a regression loss (or a callable) their raw outputs.
+      output: ``None`` (default: probabilities for a classification loss, the mean output
+        otherwise), ``"probabilities"``, ``"labels"`` (of the averaged probabilities: argmax,
+        or ``p > 0.5``) or ``"logits"`` (the mean of the raw outputs), as :func:`jdense.predict`.
+      return_std: also the standard deviation across the members (``ddof=0``), per output:
+        ``(mean, std)`` (not with ``output="labels"``).
+
+    Raises:
+      ValueError: an unknown loss (with the closest name) or output, probabilities or labels
+        for a regression loss, or params and state that are not one population's.
 
     Example:
       >>> probs = jdense.ensemble_predict(net, pop.params, x_test)      # (n, classes)
+      >>> labels = jdense.ensemble_predict(net, pop.params, x_test, output="labels")
       >>> mean, std = jdense.ensemble_predict(net, pop.params, x_test, loss="mse", return_std=True)
     """
-    if not isinstance(return_std, bool):
-        raise TypeError(f"return_std must be True or False, got {return_std!r}.")
+    name = losses_lib.name_of(loss)  # refuses a typo such as "crossentropy" instead of averaging raw outputs
+    classification = name in losses_lib.SOFTMAX | losses_lib.SIGMOID
+    output = ("probabilities" if classification else "logits") if output is None else output
+    losses_lib.link(loss, output, "ensemble_predict")  # checks output against the loss
+    if _checks.boolean("return_std", return_std) and output == "labels":
+        raise ValueError("ensemble_predict: return_std=True needs output='probabilities' or 'logits' (labels have no "
+                         "standard deviation).")
     out = np.asarray(train.predict(net, params, x, state=state, batch_size=batch_size, population=True), np.float64)
-    if loss == "cross_entropy":
+    if output != "logits" and name in losses_lib.SOFTMAX:
         out = np.exp(out - out.max(-1, keepdims=True))
         out = out / out.sum(-1, keepdims=True)
-    elif loss == "binary_cross_entropy":
+    elif output != "logits":
         out = 1.0 / (1.0 + np.exp(-out))
-    return (out.mean(axis=0), out.std(axis=0)) if return_std else out.mean(axis=0)
+    if output != "labels":
+        return (out.mean(axis=0), out.std(axis=0)) if return_std else out.mean(axis=0)
+    p = out.mean(axis=0)
+    if name in losses_lib.SOFTMAX:
+        return p.argmax(-1).astype(np.int32)
+    labels = (p > 0.5).astype(np.int32)
+    return labels[..., 0] if labels.shape[-1] == 1 else labels
 
 
 def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -590,18 +623,32 @@ def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.t
     Classification: ``loss`` is the negative log-likelihood of the averaged probabilities,
     and ``accuracy``; regression: the loss of the mean output, ``mse`` and ``mae``.
 
+    Raises:
+      ValueError, TypeError: before any compute, for an unknown loss, a ``y`` of another
+        length than ``x``, labels outside ``0..classes-1`` or float class labels, and
+        params and state that are not one population's.
+
     Example:
       >>> jdense.ensemble_evaluate(net, pop.params, x_test, y_test)
       {'loss': 0.08, 'accuracy': 0.98}
     """
+    what = "ensemble_evaluate"
+    name = losses_lib.name_of(loss)
+    if name in ("kl_divergence", "sigmoid_focal"):
+        raise ValueError(f"{what}: loss={name!r} is not supported; evaluate the ensemble's probabilities with "
+                         "loss='cross_entropy' or 'binary_cross_entropy', or a regression loss.")
+    x, y = feed.arrays(x, y, what)
+    members_state = arguments.members(net, params, state, True, what)
+    out_shape = arguments.output_shape(net, arguments.member_shapes(params), arguments.member_shapes(members_state), x,
+                                       what)
+    feed.labels(loss, y, out_shape, what)
     p = ensemble_predict(net, params, x, loss=loss, state=state, batch_size=batch_size)
-    y = np.asarray(y)
     tiny = np.finfo(np.float64).tiny
-    if loss == "cross_entropy":
+    if name == "cross_entropy":
         labels = y if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 else y.argmax(-1)
         return {"loss": float(-np.log(np.maximum(p[np.arange(len(p)), labels], tiny)).mean()),
                 "accuracy": float((p.argmax(-1) == labels).mean())}
-    if loss == "binary_cross_entropy":
+    if name == "binary_cross_entropy":
         p, t = p.reshape(len(p)), y.reshape(len(p)).astype(np.float64)
         nll = -(t * np.log(np.maximum(p, tiny)) + (1 - t) * np.log(np.maximum(1 - p, tiny)))
         return {"loss": float(nll.mean()), "accuracy": float(((p > 0.5) == (t > 0.5)).mean())}

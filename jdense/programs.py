@@ -494,7 +494,8 @@ def initial_opt_state(tx: optax.GradientTransformation, params) -> tuple[Any, tu
 
 
 def clear_cache() -> None:
-    """Forget every compiled program of jdense (training, populations, evaluation, prediction, sampling, init, optimizer init).
+    """Forget every compiled program of jdense (training, populations, evaluation, prediction, sampling, init,
+    optimizer init).
 
     The next call of each compiles again. JAX's own caches are left alone
     (``jax.clear_caches()`` empties those).

@@ -35,6 +35,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jdense import _checks
 from jdense.activations import get_activation
@@ -87,6 +88,8 @@ class QuantizedDense(Dense):
     """
 
     mode: str = "int8"
+
+    inference_only = True  # fit refuses it before compiling: int8/float8 weights have no gradient
 
     def __post_init__(self):
         super().__post_init__()
@@ -149,8 +152,7 @@ def quantize(net: Sequential, params: Mapping[str, Any], mode: str = "int8") -> 
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be the network's params dict (net.init's), got {type(params).__name__}.")
     _checks.choice("mode", mode, MODES)
-    layers, out = [], dict(params)
-    for name, layer in zip(net.names, net.layers):
+    for name, layer in zip(net.names, net.layers):  # every check first: nothing is quantized (compiled) before
         if isinstance(layer, Dense) and type(layer) is not Dense:
             fix = "merge_lora first" if type(layer).__name__ == "LoRADense" else "quantize the float network instead"
             raise ValueError(f"{name} is a {type(layer).__name__}; quantize takes plain Dense layers ({fix}).")
@@ -159,9 +161,17 @@ def quantize(net: Sequential, params: Mapping[str, Any], mode: str = "int8") -> 
             shape = (layer.in_features, layer.out_features)
             if not isinstance(p, Mapping) or "w" not in p or tuple(jnp.shape(p["w"])) != shape:
                 raise ValueError(f"params[{name!r}]['w'] should have shape {shape}; pass the params of net.")
-            out[name] = {**p, **_quantize_params({"w": p["w"]}, mode)}
+            bad = ~np.isfinite(np.asarray(p["w"], np.float32))
+            if bad.any():  # a NaN or Inf would set its column's scale: the whole column would be garbage
+                raise ValueError(f"params[{name!r}]['w'] has {int(bad.sum())} NaN or infinite weights (the first at "
+                                 f"{tuple(int(i) for i in np.argwhere(bad)[0])}); quantize the params of a finite, "
+                                 "trained network (a diverged fit leaves such weights).")
+    if not any(type(layer) is Dense for layer in net.layers):
+        raise ValueError("net has no Dense layer to quantize.")
+    layers, out = [], dict(params)
+    for name, layer in zip(net.names, net.layers):
+        if type(layer) is Dense:
+            out[name] = {**params[name], **_quantize_params({"w": params[name]["w"]}, mode)}
             layer = QuantizedDense(**{f.name: getattr(layer, f.name) for f in dataclasses.fields(Dense)}, mode=mode)
         layers.append(layer)
-    if not any(isinstance(layer, QuantizedDense) for layer in layers):
-        raise ValueError("net has no Dense layer to quantize.")
     return Sequential(layers), out

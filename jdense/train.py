@@ -21,6 +21,7 @@ import optax
 
 from jdense import _checks, arguments, loop, optim, parallel, programs
 from jdense import losses as losses_lib
+from jdense import metrics as metrics_lib
 from jdense.callbacks import Callback, ProgressBar
 from jdense.data import feed
 from jdense.network import Sequential
@@ -152,16 +153,18 @@ def fit(
         device_memory=device_memory, mesh=mesh, seed=seed, finite=not skip_nonfinite, what=what)
     parallel.check_batch(mesh, data_in.batch, what)
     net.check_params(params, what)
+    _checks.trainable(what, net, params)
     state = net.init_state() if state is None else state
     arguments.state(net, state, what)
     if compute_dtype == jnp.float16 and programs.LOSS_SCALE not in state:  # dynamic loss scaling, kept in the state
         state = {**state, programs.LOSS_SCALE: programs.initial_loss_scale()}
-    out_shape = arguments.output_shape(net, params, state, data_in.x)
+    out_shape = arguments.output_shape(net, params, state, data_in.x, what)
     if data_in.source is None:
         feed.labels(loss, data_in.y, out_shape, what)
+    metrics_lib.check_width(metric_objs, arguments.width(out_shape), what)
     cw = arguments.class_weights(class_weight, out_shape)
     checked_val = feed.validation(data_in.validation_data, loss, out_shape, "fit(validation_data)")
-    callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None)
+    callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None, skip_nonfinite)
     if callbacks.adjusters and not isinstance(optimizer.init, optim.OptimizerInit) and not hasattr(opt_state, "hyperparams"):
         raise TypeError("a callback with adjust_hyperparams needs a jdense.optimizer(...): its values live in its state.")
 
@@ -249,12 +252,12 @@ def evaluate(
     per_sample = losses_lib.per_sample(loss)
     metric_objs = arguments.metric_objects(loss, metrics)
     x, y = feed.arrays(x, y, "evaluate")
+    state = arguments.members(net, params, state, population, "evaluate")
     members = jax.tree.leaves(params)[0].shape[0] if population else None
     sw = feed.sample_weights(x.shape[0], sample_weight, "evaluate", members)
-    net.check_params(_member(params, population), "evaluate")
-    state = _default_state(net, params, state, population)
-    out_shape = arguments.output_shape(net, _member(params, population), _member(state, population), x)
+    out_shape = arguments.output_shape(net, _member(params, population), _member(state, population), x, "evaluate")
     feed.labels(loss, y, out_shape, "evaluate")
+    metrics_lib.check_width(metric_objs, arguments.width(out_shape), "evaluate")
     cw = arguments.class_weights(class_weight, out_shape, "evaluate")
     per_member = sw is not None and sw.ndim == 2
     fn = programs.evaluation((arguments.step_spec(net, per_sample, metric_objs, None, cw, mesh), bool(population),
@@ -273,25 +276,12 @@ def evaluate(
 
 def _member(tree, population: bool):
     """The shapes of member 0 of a population's tree (for checks, nothing computed), or the tree itself."""
-    if not population:
-        return tree
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), tree)
-
-
-def _default_state(net: Sequential, params, state, population: bool):
-    """``state``, or the network's initial state (one per member for a population)."""
-    if state is not None:
-        return state
-    state = net.init_state()
-    if population and state:
-        members = jax.tree.leaves(params)[0].shape[0]
-        state = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (members, *a.shape)), state)
-    return state
+    return arguments.member_shapes(tree) if population else tree
 
 
 def predict(
-    net: Sequential, params: Params, x: jax.typing.ArrayLike, *, batch_size: int | None = None, state: Any = None,
-    mesh: Any = None, population: bool = False,
+    net: Sequential, params: Params, x: jax.typing.ArrayLike, *, output: str = "logits", loss: Any = None,
+    batch_size: int | None = None, state: Any = None, mesh: Any = None, population: bool = False,
 ) -> jax.Array:
     """The network's outputs for ``x`` in inference mode, batched and compiled once (cached).
 
@@ -300,15 +290,27 @@ def predict(
     ``population=True``, ``params`` (and ``state``) have a leading member axis
     (:func:`jdense.fit_population`) and so do the outputs.
 
+    Args:
+      output: ``"logits"`` (default: the network's raw outputs), ``"probabilities"`` or
+        ``"labels"``, derived from ``loss`` (:func:`jdense.losses.link`): softmax for
+        ``"cross_entropy"``, sigmoid for ``"binary_cross_entropy"``; labels are the argmax,
+        or ``p > 0.5`` as int32 (shape ``(n,)`` for one output).
+      loss: the loss the network was trained with; needed for probabilities and labels.
+
+    Raises:
+      ValueError: ``output`` other than logits without a classification ``loss``, or data,
+        params or state that do not fit the network (before anything is compiled).
+
     Example:
-      >>> logits = jdense.predict(net, result.params, x_test, batch_size=1024)
-      >>> labels = logits.argmax(-1)
+      >>> p = jdense.predict(net, result.params, x_test, output="probabilities", loss="cross_entropy")
+      >>> labels = jdense.predict(net, result.params, x_test, output="labels", loss="cross_entropy")
     """
     arguments.network(net, "predict")
+    link = losses_lib.link(loss, output, "predict")
     x, _ = feed.arrays(x, None, "predict")
-    net.check_params(_member(params, population), "predict")
-    state = _default_state(net, params, state, population)
+    state = arguments.members(net, params, state, population, "predict")
+    net.check_input(x.shape, "predict")
     idx, _ = _eval_batches(x.shape[0], batch_size)
     params, state, idx = parallel.place((params, state, idx), mesh)
     fn = programs.prediction((programs.structure(net), mesh, bool(population)))
-    return fn(params, state, *parallel.device_data((x,), mesh, "predict"), idx, n=x.shape[0])
+    return link(fn(params, state, *parallel.device_data((x,), mesh, "predict"), idx, n=x.shape[0]))

@@ -150,7 +150,7 @@ def test_monitoring_a_missing_key_raises_a_helpful_error():
     [(dict(patience=-1), ValueError, r"patience must be an int >= 0"),
      (dict(patience=1.5), TypeError, r"patience must be an int, got 1\.5 of type float"),
      (dict(monitor=5), TypeError, r"monitor must be the name of a logged value"),
-     (dict(mode="maximum"), ValueError, r"mode must be 'auto', 'min' or 'max'"),
+     (dict(mode="maximum"), ValueError, r"unknown mode 'maximum'; did you mean 'max'"),
      (dict(min_delta=-0.1), ValueError, r"min_delta must be >= 0")],
 )
 def test_early_stopping_argument_errors(kwargs, exc, match):

@@ -114,8 +114,8 @@ def test_help_shows_every_default_and_explains_the_data(capsys):
         (["train", "--data", "imagenet"], 2, "must be digits, mnist:DIR or csv:FILE"),
         (["train", "--data", "csv:/nonexistent/table.csv"], 2, "--target"),
         (["train", "--task", "regression"], 2, "csv:FILE only"),
-        (["train", "--data", "csv:/nonexistent/table.csv", "--target", "y"], 1, "/nonexistent/table.csv"),
-        (["train", "--data", "mnist:/nonexistent"], 1, "/nonexistent"),
+        (["train", "--data", "csv:/nonexistent/table.csv", "--target", "y"], 2, "/nonexistent/table.csv"),  # bad input
+        (["train", "--data", "mnist:/nonexistent"], 2, "/nonexistent"),
     ],
 )
 def test_failures_are_one_line_with_status_2_for_arguments_1_for_runs(argv, status, fragment, capsys):

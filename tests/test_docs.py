@@ -2,9 +2,7 @@
 
 Each block runs in a fresh namespace with a temporary directory as the working directory, so
 a block must import what it uses. A block that cannot run here is preceded by the line
-``<!-- skip: why -->``. A block that needs an API another branch is still landing is preceded by
-``<!-- needs: feature ... -->`` (features in ``_FEATURES``): it is skipped, saying so, until the
-feature exists, and runs from then on.
+``<!-- skip: why -->``.
 """
 
 import importlib.util
@@ -24,21 +22,7 @@ README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 _BLOCK = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.S | re.M)
-_MARKER = re.compile(r"^\s*<!--\s*(skip|needs):(.*?)-->\s*$")
-
-
-def _param_default(fn, name):
-    parameter = inspect.signature(fn).parameters.get(name)
-    return inspect.Parameter.empty if parameter is None else parameter.default
-
-
-# Features that pages may need before their branches land, each with how to tell it is there.
-_FEATURES = {
-    # fit(..., optimizer="adam", batch_size=32) (issue 17/24, branch trainer)
-    "fit_defaults": lambda: _param_default(jdense.fit, "optimizer") == "adam" and _param_default(jdense.fit, "batch_size") == 32,
-    # predict(..., output="logits" | "probabilities" | "labels", loss=...) (issue 24, branch contact)
-    "predict_output": lambda: "output" in inspect.signature(jdense.predict).parameters,
-}
+_MARKER = re.compile(r"^\s*<!--\s*(skip):(.*?)-->\s*$")
 
 
 # Optional dependencies a page may use: a block that needs one that is not installed is skipped.
@@ -87,9 +71,6 @@ def test_markers_are_well_formed():
         where = f"{page.relative_to(ROOT)}:{line}"
         if kind == "skip":
             assert why, f"{where}: a skipped block says why, <!-- skip: reason -->"
-        if kind == "needs":
-            unknown = set(why.split()) - set(_FEATURES)
-            assert why and not unknown, f"{where}: unknown features {sorted(unknown)}; known: {sorted(_FEATURES)}"
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=_id)
@@ -97,10 +78,6 @@ def test_block_runs(block, tmp_path, monkeypatch):
     page, line, code, kind, why = block
     if kind == "skip":
         pytest.skip(f"marked: {why}")
-    if kind == "needs":
-        missing = [feature for feature in why.split() if not _FEATURES[feature]()]
-        if missing:
-            pytest.skip(f"needs {', '.join(missing)}, not in this tree yet")
     monkeypatch.chdir(tmp_path)
     name = f"{page.relative_to(ROOT)}:{line}"
     try:

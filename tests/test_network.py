@@ -475,7 +475,7 @@ def test_sequential_mismatched_batch_norm_width():
 
 def test_sequential_wrong_input_width():
     net = mlp([3, 4, 2])
-    with pytest.raises(ValueError, match=r"in_features=3.*given width 5"):
+    with pytest.raises(ValueError, match=r"x has shape \(2, 5\) \(5 features per sample\) but dense_0 \(Dense\) expects 3 .*in_features=3"):
         net.apply(_np_params(net), jnp.ones((2, 5)))
 
 

@@ -96,6 +96,11 @@ def labels(loss, y: np.ndarray, out_shape: tuple, what: str) -> None:
     if loss not in losses_lib.CLASSIFICATION:
         return
     width = out_shape[-1] if len(out_shape) > 1 else 1
+    if loss == "cross_entropy" and y.ndim == len(out_shape) - 1 and not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"{what}: cross_entropy takes integer class labels of shape {y.shape} or one-hot rows of shape "
+            f"{(*y.shape, width)}, got {y.dtype} labels (e.g. {y.ravel()[0]!r}); pass y.astype(np.int32)."
+        )
     if loss == "cross_entropy" and np.issubdtype(y.dtype, np.integer) and y.ndim == len(out_shape) - 1:
         bad = (y < 0) | (y >= width)
         if bad.any():
