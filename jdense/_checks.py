@@ -242,11 +242,33 @@ def keywords(owner: str, kwargs: dict, aliases: dict[str, str], accepted=()) -> 
 
 
 # -- arrays -----------------------------------------------------------------------------------
+def memmap_intact(a, what: str) -> None:
+    """Raise a ValueError naming the file (instead of the SIGBUS that kills Python on reading) when ``a`` is a
+    memory map (or a view of one) whose file is now shorter than the array: truncated or rewritten after it was opened."""
+    filename = getattr(a, "filename", None)
+    if not isinstance(a, np.memmap) or not filename:
+        return
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    need = int(a.offset) + start + (a.nbytes if a.flags.c_contiguous else root.nbytes - start)
+    try:
+        size = os.stat(filename).st_size
+    except OSError as err:
+        raise ValueError(f"{what}: cannot read the memory map {filename} any more ({err}); was it moved or deleted?") from None
+    if size < need:
+        raise ValueError(f"{what}: the memory map {filename} is {size:,} bytes but its array needs {need:,}; the file was "
+                         "truncated or rewritten after the memory map was opened. Restore the file (or open a new "
+                         "np.memmap of it).")
+
+
 def numeric_array(name: str, value, what: str = ""):
     """``value`` if it is a JAX array (tracers too), else as a NumPy array if numeric or bool; else a clear error."""
     if isinstance(value, jax.Array):
         return value
     prefix = f"{what}: " if what else ""
+    memmap_intact(value, what or name)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # ragged rows, objects

@@ -3,6 +3,7 @@ before any compute, naming the argument; a compile-event listener checks "before
 
 import contextlib
 import math
+import os
 
 import jax
 import numpy as np
@@ -241,3 +242,33 @@ def test_apply_of_text_is_a_type_error_naming_x():
             jdense.apply(params, np.array([["a", "b", "c", "d"]]))
         with pytest.raises(TypeError, match=r"^apply: x must be numeric"):
             net.apply(net_params, [["a", "b", "c", "d"]])
+
+
+# -- a memory map truncated before the call: an error naming the file, never a SIGBUS (issue 19) ---------------------------
+@pytest.fixture
+def truncated(tmp_path, data):
+    """An x memory map whose file lost rows after it was opened (small: fit reads it into memory)."""
+    x, _ = data
+    np.save(tmp_path / "x.npy", x)
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    os.truncate(tmp_path / "x.npy", 128 + 10 * 4 * 4)  # the header and 10 of 40 rows remain
+    return xm
+
+
+@pytest.mark.parametrize("call", ["fit", "validation_data", "evaluate", "predict", "fit_population", "apply"])
+def test_a_memory_map_truncated_before_the_call_is_a_value_error_naming_the_file(truncated, data, call):
+    x, y = data
+    net = jdense.mlp([4, 3])
+    params = net.init(jax.random.key(0))
+    kw = dict(loss="cross_entropy", epochs=1, batch_size=8, key=jax.random.key(0), verbose=0)
+    run = {
+        "fit": lambda: jdense.fit(net, params, truncated, y, **kw),
+        "validation_data": lambda: jdense.fit(net, params, x, y, validation_data=(truncated, y), **kw),
+        "evaluate": lambda: jdense.evaluate(net, params, truncated, y, loss="cross_entropy"),
+        "predict": lambda: jdense.predict(net, params, truncated),
+        "fit_population": lambda: jdense.fit_population(net, truncated, y, members=2, **kw),
+        "apply": lambda: net.apply(params, truncated),
+    }[call]
+    with no_compile(), pytest.raises(ValueError, match=r"memory map .*x\.npy is 288 bytes but its array needs 768; the file "
+                                                      r"was truncated"):
+        run()

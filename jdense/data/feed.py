@@ -27,7 +27,8 @@ from jdense.data import stream as stream_lib
 
 # -- checks of arrays and labels, shared by fit, fit_population, evaluate and predict ---------
 def array(a, name: str, what: str) -> np.ndarray:
-    """``a`` as a NumPy array (no copy when it is one), numeric; else a clear error."""
+    """``a`` as a NumPy array (no copy when it is one), numeric; else a clear error (a truncated memory map too)."""
+    _checks.memmap_intact(a, f"{what}: {name}")
     try:
         a = np.asarray(a)
     except (ValueError, TypeError) as err:  # a ragged list, objects...

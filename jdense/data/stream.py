@@ -75,22 +75,9 @@ def source_name(a: Any) -> str:
 
 
 def check_file_size(a: Any, what: str) -> None:
-    """Raise (instead of a SIGBUS on reading) when a memory map's file has become shorter than the array."""
-    filename = getattr(a, "filename", None)
-    if not isinstance(a, np.memmap) or not filename:
-        return
-    root = a
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-    need = int(a.offset) + start + (a.nbytes if a.flags.c_contiguous else root.nbytes - start)
-    try:
-        size = os.stat(filename).st_size
-    except OSError as err:
-        raise ValueError(f"{what}: cannot read the memory map {filename} any more ({err}); was it moved or deleted?") from None
-    if size < need:
-        raise ValueError(f"{what}: the memory map {filename} is {size:,} bytes but its array needs {need:,}; the file was "
-                         "truncated or rewritten while training. Restore the file (or open a new np.memmap of it).")
+    """Raise (instead of a SIGBUS on reading) when a memory map's file has become shorter than the array
+    (:func:`jdense._checks.memmap_intact`)."""
+    _checks.memmap_intact(a, what)
 
 
 def first_nonfinite(a: Any, block: int = 1 << 16) -> int | None:
