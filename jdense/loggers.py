@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from jdense import _checks
 from jdense.callbacks import Callback
 
@@ -29,8 +31,18 @@ def _path(name: str, path: Any) -> str:
     return os.fspath(path)
 
 
+MEMBER = "member"
+"""The column of :class:`CSVLogger`'s rows of a population (``fit_population``): the member's index."""
+
+
 def _cell(value: Any) -> Any:
     return float(value) if isinstance(value, numbers.Real) else value
+
+
+def _members(logs: Mapping[str, Any]) -> int | None:
+    """The number of members when ``logs`` are a population's (a value per member), else None."""
+    sizes = {np.shape(v)[0] for v in logs.values() if np.ndim(v) == 1}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 class CSVLogger(Callback):
@@ -40,6 +52,10 @@ class CSVLogger(Callback):
     so a crash loses nothing that was logged. With ``append=True`` a fit continues an
     existing file under its header (a logged key that the header lacks is an error, a
     missing one an empty cell); otherwise each fit starts the file afresh.
+
+    With :func:`jdense.fit_population` the logs hold a value per member: each epoch writes
+    one row per member, with the member's index in a ``member`` column after ``epoch``
+    (a long table: ``pandas.read_csv(path).pivot(index="epoch", columns="member")``).
 
     Args:
       path: the CSV file.
@@ -90,12 +106,17 @@ class CSVLogger(Callback):
     def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
         if self._file is None:
             self.on_train_begin()
+        members = _members(logs)
         if self.keys is None:
-            self.keys = list(logs)
+            self.keys = list(logs) if members is None else [MEMBER, *logs]
             self._writer.writerow(["epoch", *self.keys])
         else:
-            self._check_keys(self.keys, logs)
-        self._writer.writerow([epoch, *(_cell(logs.get(k, "")) for k in self.keys)])
+            self._check_keys(self.keys, [*logs, *([] if members is None else [MEMBER])])
+        if members is None:
+            self._writer.writerow([epoch, *(_cell(logs.get(k, "")) for k in self.keys)])
+        for i in range(members or 0):  # a population: a row per member, its index in the 'member' column
+            row = {MEMBER: i, **{k: np.asarray(v)[i] for k, v in logs.items()}}
+            self._writer.writerow([epoch, *(_cell(row.get(k, "")) for k in self.keys)])
         self._file.flush()
         return False
 
@@ -116,6 +137,8 @@ class TensorBoard(Callback):
     Training metrics go to the run ``logdir/train`` and ``val_*`` metrics, without the
     prefix, to ``logdir/validation``, so that TensorBoard draws the two curves of each
     metric in one chart. The step is fit's 0-based epoch. Events are flushed every epoch.
+    With :func:`jdense.fit_population` each member's values are their own scalars, tagged
+    ``loss/member_3`` and so on (a stopped member's later epochs are not written).
 
     Args:
       logdir: the directory to write event files under (``tensorboard --logdir DIR``).
@@ -145,7 +168,12 @@ class TensorBoard(Callback):
     def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
         for key, value in logs.items():
             run, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            self._writer(run).add_scalar(tag, float(value), int(epoch))
+            if np.ndim(value) == 0:
+                self._writer(run).add_scalar(tag, float(value), int(epoch))
+                continue
+            for i, v in enumerate(np.asarray(value, np.float64)):  # a population: a chart per member
+                if not math.isnan(v):  # a stopped member's later epochs
+                    self._writer(run).add_scalar(f"{tag}/member_{i}", float(v), int(epoch))
         for writer in self._writers.values():
             writer.flush()
         return False

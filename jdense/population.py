@@ -35,7 +35,7 @@ import optax
 from jdense import _checks, arguments, caches, loop, optim, parallel, programs, train
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
-from jdense.callbacks import Callback, EarlyStopping, Monitor, ProgressBar
+from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, Monitor, ProgressBar
 from jdense.data import feed
 from jdense.layers import Dropout
 from jdense.network import Sequential
@@ -313,6 +313,36 @@ class MemberStopping(Callback):
         return self.best  # members that improved at least once get their best epoch back
 
 
+def _population_callbacks(callbacks) -> list:
+    """The user's callbacks as a population runs them: a :class:`jdense.ProgressBar` shows the members' best and
+    median loss; one that keeps one model's best (:class:`jdense.BestCheckpoint`) is refused before compiling."""
+    callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+    for cb in callbacks:
+        if isinstance(cb, BestCheckpoint):
+            raise TypeError(
+                "fit_population does not run BestCheckpoint: it saves one model's params when one monitored value "
+                "improves, and a population has a value per member. Pass EarlyStopping(monitor=..., restore_best=True) "
+                "(each member gets its best epoch back), then save the one you want: "
+                "m = pop.member(pop.best('val_loss')); jdense.save(path, m.params, net=net, state=m.state).")
+    return [_Summarised(cb) if isinstance(cb, ProgressBar) and not isinstance(cb, PopulationBar) else cb for cb in callbacks]
+
+
+class _Summarised(Callback):
+    """A user's :class:`jdense.ProgressBar` on a population: it shows the summary the population's own bar shows."""
+
+    def __init__(self, bar: ProgressBar):
+        self.bar = bar
+
+    def on_train_begin(self):
+        self.bar.on_train_begin()
+
+    def on_epoch_end(self, epoch, logs, params, *, opt_state=None, state=None):
+        return self.bar.on_epoch_end(epoch, _summary(logs), None)
+
+    def on_train_end(self, params, state):
+        return self.bar.on_train_end(None, None)
+
+
 class PopulationBar(ProgressBar):
     """The progress bar of a population: the best and median loss (and val_loss) of the members."""
 
@@ -376,8 +406,12 @@ def fit_population(
         ``validation_data``'s weights may be ``(members, n_val)`` alike (each fold's held-out rows).
       callbacks: :class:`jdense.EarlyStopping` acts per member: a stopped member's params
         and states stay frozen and its later history entries are NaN; ``restore_best``
-        per member. Other callbacks get ``on_epoch_end(epoch, logs, params, ...)`` once
-        per epoch with ``logs`` of per-member arrays and the stacked params.
+        per member. :class:`jdense.ProgressBar` shows the members' best and median loss,
+        :class:`jdense.CSVLogger` writes a row per member (a ``member`` column) and
+        :class:`jdense.TensorBoard` a scalar per member (``loss/member_3``);
+        :class:`jdense.BestCheckpoint` is refused (use ``EarlyStopping(restore_best=True)``
+        and save ``pop.member(i)``). Other callbacks get ``on_epoch_end(epoch, logs, params, ...)``
+        once per epoch with ``logs`` of per-member arrays and the stacked params.
       loss, epochs, batch_size, key, validation_data, metrics, class_weight, verbose,
         skip_nonfinite, compute_dtype, mesh, validation_split, stream, steps_per_epoch,
         device_memory, data: as in :func:`jdense.fit` (with a mesh, members are
@@ -435,7 +469,7 @@ def fit_population(
     checked_val = feed.validation(data_in.validation_data, loss, out_shape, f"{what}(validation_data)", len(members))
     if checked_val is not None and checked_val[2].ndim == 2:
         checked_val = (*checked_val[:2], layout.pad(checked_val[2]))
-    callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None, skip_nonfinite)
+    callbacks = loop.CallbackList(_population_callbacks(callbacks), metric_objs, checked_val is not None, skip_nonfinite)
     if callbacks.adjusters:
         raise TypeError(f"{what} does not run callbacks with adjust_hyperparams (e.g. ReduceLROnPlateau): the members "
                         "would need one schedule each; give members learning rates instead, or use jdense.fit.")

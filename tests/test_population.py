@@ -335,3 +335,45 @@ def test_cross_validation_folds_as_per_member_weights():
         np.testing.assert_allclose(scores["loss"][k], one["loss"], rtol=1e-5)
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(80,\) \(shared\) or \(3, 80\)"):
         jdense.evaluate(net, pop.params, X, Y, loss="cross_entropy", population=True, sample_weight=train_w[:2])
+
+
+# -- the loggers and the progress bar on a population: per-member logs (issues 17, 19) ------------------------------------
+def test_loggers_and_progress_bar_take_a_populations_per_member_logs(tmp_path, capsys):
+    import pandas as pd
+
+    loggers = [jdense.CSVLogger(tmp_path / "log.csv"), jdense.ProgressBar(2, verbose=2)]
+    tb = None
+    try:
+        import tensorboardX  # noqa: F401
+
+        tb = jdense.TensorBoard(tmp_path / "tb")
+        loggers.append(tb)
+    except ImportError:
+        pass
+    pop = jdense.fit_population(NET, X, Y, members=3, validation_split=0.25, callbacks=loggers,
+                                **{**KW, "epochs": 2})
+    table = pd.read_csv(tmp_path / "log.csv")
+    assert list(table.columns[:2]) == ["epoch", "member"] and len(table) == 2 * 3
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        wide = table.pivot(index="epoch", columns="member", values=key).to_numpy()
+        np.testing.assert_allclose(wide, pop.history[key], rtol=1e-6)  # the CSV text keeps float64's digits
+    printed = capsys.readouterr().out
+    best = float(np.nanmin(pop.history["val_loss"][1]))
+    assert "epoch 2/2" in printed and f"val_loss best {best:.4f}" in printed
+    if tb is not None:
+        from test_loggers import _scalars
+
+        scalars = _scalars(tmp_path / "tb" / "validation")
+        assert set(scalars) == {f"{k}/member_{i}" for k in ("loss", "accuracy") for i in range(3)}
+        steps, values = zip(*scalars["loss/member_2"])
+        assert steps == (0, 1)
+        np.testing.assert_allclose(values, pop.history["val_loss"][:, 2], rtol=1e-6)  # float32 events
+
+
+def test_best_checkpoint_is_refused_by_a_population_before_compiling():
+    saved = []
+    with pytest.raises(TypeError, match=r"fit_population does not run BestCheckpoint.*EarlyStopping\(monitor=\.\.\., "
+                                        r"restore_best=True\).*pop\.member\(pop\.best\('val_loss'\)\)"):
+        jdense.fit_population(NET, X, Y, members=2, validation_split=0.25,
+                              callbacks=[jdense.BestCheckpoint(lambda params, **kw: saved.append(params))], **KW)
+    assert saved == []
