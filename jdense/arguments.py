@@ -92,12 +92,13 @@ def metric_objects(loss, metrics) -> tuple:
     return tuple(out)
 
 
-def output_shape(net: Sequential, params, state, x, what: str = "fit") -> tuple:
+def output_shape(net: Sequential, params, state, x, what: str = "fit", shape: tuple | None = None) -> tuple:
     """The network's output shape for one row of ``x`` (from shapes: nothing is computed).
 
-    A width that does not fit names the layer and ``x``'s own shape (not a traced slice of it).
+    A width that does not fit names the layer and the caller's shape: ``shape`` when ``x`` is a
+    sample of the data (a streamed array's first row), else ``x``'s own (never a traced slice).
     """
-    net.check_input(np.shape(x), what)
+    net.check_input(np.shape(x) if shape is None else tuple(shape), what)
     width = net.output_width
     if width is not None and np.ndim(x) == 2:  # a network ending in Dense: no tracing needed
         return (1, width)

@@ -461,12 +461,14 @@ def fit_population(
         data_in.weights = layout.pad(data_in.weights)
     one_params = jax.eval_shape(net.init, jax.random.key(0))
     _checks.trainable(what, net, one_params)
-    out_shape = arguments.output_shape(net, one_params, net.init_state(), data_in.x, what)
+    out_shape = arguments.output_shape(net, one_params, net.init_state(), data_in.x, what, data_in.shape)
     if data_in.source is None:
         feed.labels(loss, data_in.y, out_shape, what)
     metrics_lib.check_width(metric_objs, arguments.width(out_shape), what)
     cw = arguments.class_weights(class_weight, out_shape, what)
     checked_val = feed.validation(data_in.validation_data, loss, out_shape, f"{what}(validation_data)", len(members))
+    if checked_val is not None:
+        net.check_input(checked_val[0].shape, f"{what}(validation_data)")
     if checked_val is not None and checked_val[2].ndim == 2:
         checked_val = (*checked_val[:2], layout.pad(checked_val[2]))
     callbacks = loop.CallbackList(_population_callbacks(callbacks), metric_objs, checked_val is not None, skip_nonfinite)

@@ -158,12 +158,14 @@ def fit(
     arguments.state(net, state, what)
     if compute_dtype == jnp.float16 and programs.LOSS_SCALE not in state:  # dynamic loss scaling, kept in the state
         state = {**state, programs.LOSS_SCALE: programs.initial_loss_scale()}
-    out_shape = arguments.output_shape(net, params, state, data_in.x, what)
+    out_shape = arguments.output_shape(net, params, state, data_in.x, what, data_in.shape)
     if data_in.source is None:
         feed.labels(loss, data_in.y, out_shape, what)
     metrics_lib.check_width(metric_objs, arguments.width(out_shape), what)
     cw = arguments.class_weights(class_weight, out_shape)
     checked_val = feed.validation(data_in.validation_data, loss, out_shape, "fit(validation_data)")
+    if checked_val is not None:
+        net.check_input(checked_val[0].shape, "fit(validation_data)")
     callbacks = loop.CallbackList(callbacks, metric_objs, checked_val is not None, skip_nonfinite)
     if callbacks.adjusters and not isinstance(optimizer.init, optim.OptimizerInit) and not hasattr(opt_state, "hyperparams"):
         raise TypeError("a callback with adjust_hyperparams needs a jdense.optimizer(...): its values live in its state.")

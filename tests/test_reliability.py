@@ -272,3 +272,42 @@ def test_a_memory_map_truncated_before_the_call_is_a_value_error_naming_the_file
     with no_compile(), pytest.raises(ValueError, match=r"memory map .*x\.npy is 288 bytes but its array needs 768; the file "
                                                       r"was truncated"):
         run()
+
+
+# -- shape errors name the layer and the caller's array, never a slice of it (issue 24) -------------------------------------
+def _stream_cases(tmp_path):
+    x = np.zeros((256, 3), np.float32)
+    y = np.zeros(256, np.int32)
+    np.save(tmp_path / "x.npy", x)
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    return {"memmap": ((xm, y), dict(stream=True), r"\(256, 3\)"), "batches": ((batches, None), {}, r"\(32, 3\)")}
+
+
+@pytest.mark.parametrize("source", ["memmap", "batches"])
+@pytest.mark.parametrize("caller", ["fit", "fit_population"])
+def test_a_streamed_source_of_the_wrong_width_shows_its_own_shape(tmp_path, source, caller):
+    (x, y), kw, shape = _stream_cases(tmp_path)[source]
+    net = jdense.mlp([4, 3])
+    common = dict(loss="cross_entropy", epochs=1, key=jax.random.key(0), verbose=0, **kw)
+    params = net.init(jax.random.key(0))
+    with no_compile(), pytest.raises(ValueError, match=rf"{caller}: x has shape {shape} \(3 features per sample\) but "
+                                                      r"dense_0 \(Dense\) expects 4 input features"):
+        if caller == "fit":
+            jdense.fit(net, params, x, y, **common)
+        else:
+            jdense.fit_population(net, x, y, members=2, **common)
+
+
+@pytest.mark.parametrize("caller", ["fit", "fit_population"])
+def test_validation_data_of_the_wrong_width_names_the_layer_and_its_shape(data, caller):
+    x, y = data
+    net = jdense.mlp([4, 3])
+    kw = dict(loss="cross_entropy", epochs=1, batch_size=8, key=jax.random.key(0), verbose=0, validation_data=(x[:, :3], y))
+    params = net.init(jax.random.key(0))
+    with no_compile(), pytest.raises(ValueError, match=rf"^{caller}\(validation_data\): x has shape \(40, 3\) \(3 features "
+                                                      r"per sample\) but dense_0 \(Dense\) expects 4"):
+        if caller == "fit":
+            jdense.fit(net, params, x, y, **kw)
+        else:
+            jdense.fit_population(net, x, y, members=2, **kw)

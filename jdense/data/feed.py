@@ -161,6 +161,10 @@ class Data:
     source: Any = None  # a stream.Rows or stream.Batches
     chunk: int = 0  # steps per streamed chunk
     limit: int = 0  # the memory budget, bytes
+    shape: tuple = ()  # the caller's x shape (a streamed array's, or the first batch's), for messages
+
+    def __post_init__(self):
+        self.shape = self.shape or tuple(np.shape(self.x))
 
 
 def _check_y(x, y, stream: bool | None, what: str) -> None:
@@ -219,7 +223,7 @@ def prepare(x, y, *, batch_size, sample_weight=None, validation_split=None, vali
     k = stream_lib.chunk_steps(source.steps, source.step_bytes, limit)
     k = min(parallel.process_values(k)) if mesh is not None else k
     batch = source.batch * (jax.process_count() if per_process else 1)
-    return Data(source.sample_x, None, None, batch, validation_data, source, k, limit)
+    return Data(source.sample_x, None, None, batch, validation_data, source, k, limit, source.shape)
 
 
 def _memory_data(x, y, *, batch_size, sample_weight, validation_split, validation_data, finite, members, what) -> Data:

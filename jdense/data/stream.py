@@ -212,6 +212,7 @@ class Rows:
         check_file_size(y, what)
         self.n = x.shape[0]
         self.sample_x = np.asarray(x[:1])
+        self.shape = tuple(x.shape)  # the caller's array, for messages
         self.steps = -(-self.n // batch)
         self.x_like, self.y_like = (tuple(x.shape[1:]), x.dtype), (tuple(y.shape[1:]), y.dtype)
         self.step_bytes = step_bytes(batch, self.x_like, self.y_like)
@@ -276,6 +277,7 @@ class Batches:
         self.step_bytes = step_bytes(self.batch, self.x_like, self.y_like)
         self._first = (xb, yb)
         self.sample_x = xb[:1]
+        self.shape = tuple(xb.shape)  # the first batch's, for messages
 
     def _pair(self, item, step: int, epoch: int):
         if not (isinstance(item, tuple | list) and len(item) == 2):
