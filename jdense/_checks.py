@@ -35,10 +35,24 @@ def integer(name: str, value, low: int = 0) -> int:
     return int(value)
 
 
+class _Default(int):
+    """An int that is a signature's default (``BATCH_SIZE is value`` tells it from the same number passed)."""
+
+    __slots__ = ()
+
+
+BATCH_SIZE = _Default(32)
+"""fit's and fit_population's default ``batch_size`` (32, as Keras): unlike an explicit 32, it shrinks to a
+smaller data set instead of raising (Keras does the same; so does the CLI)."""
+
+
 def batch_size(value, n: int) -> int:
-    """A training batch size for ``n`` samples: ``None`` is all of them, else a positive int at most ``n``."""
+    """A training batch size for ``n`` samples: ``None`` is all of them, the default (:data:`BATCH_SIZE`) at most
+    all of them, else a positive int at most ``n`` (an explicit size larger than the data set is an error)."""
     if value is None:
         return n  # batch gradient descent: the whole set each step
+    if value is BATCH_SIZE:
+        return min(int(value), n)
     value = positive_int("batch_size", value)
     if value > n:
         raise ValueError(

@@ -362,7 +362,7 @@ def fit_population(
     loss: str | Callable,
     optimizer: str | optax.GradientTransformation = "adam",
     epochs: int = 1,
-    batch_size: int | None = 32,
+    batch_size: int | None = _checks.BATCH_SIZE,
     key: jax.Array | None = None,
     validation_data: tuple | None = None,
     metrics: Sequence[str] | None = None,

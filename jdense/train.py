@@ -73,7 +73,7 @@ def fit(
     loss: str | Callable,
     optimizer: str | optax.GradientTransformation = "adam",
     epochs: int = 1,
-    batch_size: int | None = 32,
+    batch_size: int | None = _checks.BATCH_SIZE,
     key: jax.Array | None = None,
     validation_data: tuple | None = None,
     metrics: Sequence[str] | None = None,
@@ -109,8 +109,10 @@ def fit(
       optimizer: a name (``"adam"``, ``"sgd"``, ``"momentum"``, ``"rmsprop"``, ``"adamw"``) or an
         optax transformation such as ``jdense.optimizer(net, "adam", 1e-3)``.
       epochs: the epoch to stop after (a total, counting ``initial_epoch``).
-      batch_size: samples per step; ``None`` is the whole set (batch gradient descent). An
-        iterable of batches sets its own (its first batch's rows; later ones may be shorter).
+      batch_size: samples per step; ``None`` is the whole set (batch gradient descent). The
+        default 32 shrinks to a smaller data set (as Keras's); a size you pass must be at most
+        the number of samples. An iterable of batches sets its own (its first batch's rows;
+        later ones may be shorter).
       key: PRNG key of the shuffle and dropout, e.g. ``jax.random.key(0)``.
       validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, weights)``: adds ``val_*`` logs.
       metrics: names from :mod:`jdense.metrics` or callables (default: accuracy for

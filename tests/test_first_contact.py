@@ -248,3 +248,22 @@ def test_total_time_does_not_count_the_shells_earlier_commands():
     out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=180, check=True).stdout
     age, since_import = map(float, out.split())
     assert since_import <= age < since_import + 3.0  # the 4 s of sleep are not this program's
+
+
+# -- the default batch size shrinks to a small data set; an explicit one too large is still an error (issue 24) ------------
+def test_the_default_batch_size_fits_eight_samples_and_an_explicit_one_is_checked():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 4)).astype(np.float32), rng.integers(0, 2, 8).astype(np.int32)
+    net = jdense.mlp([4, 2])
+    params = net.init(jax.random.key(0))
+    kw = dict(loss="cross_entropy", epochs=2, key=jax.random.key(1), verbose=0)
+    default = jdense.fit(net, params, x, y, **kw)
+    whole = jdense.fit(net, params, x, y, batch_size=8, **kw)  # the default became the whole set: the same steps
+    for a, b in zip(jax.tree.leaves(default.params), jax.tree.leaves(whole.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    pop = jdense.fit_population(net, x, y, members=2, **kw)
+    assert pop.history["loss"].shape == (2, 2)
+    with pytest.raises(ValueError, match=r"batch_size=32 is larger than the data set \(8 samples\)"):
+        jdense.fit(net, params, x, y, batch_size=32, **kw)
+    with pytest.raises(ValueError, match=r"batch_size=16 is larger than the data set \(8 samples\)"):
+        jdense.fit_population(net, x, y, members=2, batch_size=16, **kw)

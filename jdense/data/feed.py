@@ -254,7 +254,7 @@ def _source(x, y, *, batch_size, batches: bool, per_process: bool, steps_per_epo
     if batch_size is not None and _checks.positive_int("batch_size", batch_size) % processes:
         raise ValueError(f"{what}: batch_size={batch_size} must split evenly over the {processes} processes "
                          "(data='per_process').")
-    local = None if batch_size is None else batch_size // processes
+    local = batch_size if batch_size is None or processes == 1 else batch_size // processes  # (keeps the default's identity)
     if batches:  # its own batch size (its first batch's rows), as Keras ignores batch_size for generators
         source = stream_lib.Batches(x, local if processes > 1 else None, steps_per_epoch, what, finite)
     else:
