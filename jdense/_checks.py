@@ -65,7 +65,10 @@ def batch_size(value, n: int) -> int:
 def short(value, limit: int = 60) -> str:
     """``repr(value)`` when it is short, else its type's name: an error never prints a several-hundred-character repr."""
     text = repr(value)
-    return text if len(text) <= limit else f"a {type(value).__module__}.{type(value).__qualname__}"
+    if len(text) <= limit:
+        return text
+    name = f"{type(value).__module__.split('.')[0]}.{type(value).__qualname__}"  # optax's, not optax._src.base's
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def real(name: str, value, expected: str) -> float:
@@ -91,7 +94,7 @@ def non_negative_float(name: str, value) -> float:
 def boolean(name: str, value) -> bool:
     """Return ``value`` as a Python bool if it is a bool (or NumPy bool), else raise."""
     if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}.")
+        raise TypeError(f"{name} must be True or False, got {short(value)} of type {type(value).__name__}.")
     return bool(value)
 
 
@@ -100,7 +103,7 @@ def floating_dtype(name: str, dtype) -> jnp.dtype:
     try:
         dt = jnp.dtype(dtype)
     except TypeError as err:
-        raise TypeError(f"{name} must be a floating dtype such as jnp.float32, got {dtype!r}.") from err
+        raise TypeError(f"{name} must be a floating dtype such as jnp.float32, got {short(dtype)}.") from err
     if not jnp.issubdtype(dt, jnp.floating):
         raise TypeError(
             f"{name} must be a floating dtype (float32, bfloat16, float16, float64), got {dt}; "
@@ -251,7 +254,7 @@ def keywords(owner: str, kwargs: dict, aliases: dict[str, str], accepted=()) -> 
     for name in kwargs:
         if name in aliases:
             raise TypeError(f"{owner} has no argument {name!r} (the Keras spelling); jdense calls it {aliases[name]!r}: "
-                            f"{owner}(..., {aliases[name]}={kwargs[name]!r}).")
+                            f"{owner}(..., {aliases[name]}={short(kwargs[name])}).")
         raise TypeError(f"{owner} got an unexpected keyword argument {name!r}{did_you_mean(name, accepted)}.")
 
 
@@ -338,5 +341,5 @@ def prng_key(name: str, value) -> jax.Array:
         return value
     if isinstance(value, jax.Array | np.ndarray) and dtype == np.uint32 and value.shape == (2,):
         return jax.random.wrap_key_data(jnp.asarray(value))
-    raise TypeError(f"{name} must be one JAX PRNG key such as jax.random.key(0), got {value!r}; "
+    raise TypeError(f"{name} must be one JAX PRNG key such as jax.random.key(0), got {short(value)}; "
                     f"pass {name}=jax.random.key(seed).")

@@ -61,7 +61,7 @@ def get_activation(activation: str | Activation | None) -> Activation:
         return ACTIVATIONS[activation]
     if callable(activation):
         return activation
-    raise TypeError(f"activation must be a name, None or a callable, got {activation!r}.")
+    raise TypeError(f"activation must be a name, None or a callable, got {_checks.short(activation)}.")
 
 
 def is_relu_family(activation: str | Activation | None) -> bool:

@@ -162,7 +162,7 @@ class BestCheckpoint(Callback):
 
     def __init__(self, save: Callable[..., Any], monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0):
         if not callable(save):
-            raise TypeError(f"save must be a callable (params, *, opt_state, state, epoch, metrics), got {save!r}.")
+            raise TypeError(f"save must be a callable (params, *, opt_state, state, epoch, metrics), got {_checks.short(save)}.")
         self.save = save
         self.tracker = Monitor(monitor, mode, min_delta)
 
@@ -197,7 +197,7 @@ class ReduceLROnPlateau(Callback):
         _checks.keywords("ReduceLROnPlateau", keras, KERAS_KEYWORDS,
                          ("monitor", "factor", "patience", "min_delta", "cooldown", "min_lr", "mode"))
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
-            raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {factor!r}.")
+            raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {_checks.short(factor)}.")
         patience, cooldown = _checks.integer("patience", patience, 0), _checks.integer("cooldown", cooldown, 0)
         min_lr = _checks.non_negative_float("min_lr", min_lr)
         self.tracker = Monitor(monitor, mode, min_delta)
@@ -255,7 +255,7 @@ class ProgressBar(Callback):
 
     def __init__(self, epochs: int, verbose: int = 1, initial_epoch: int = 0, note: str | None = None):
         if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got {verbose!r}.")
+            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got {_checks.short(verbose)}.")
         self.epochs, self.verbose, self.initial_epoch, self.note = epochs, int(verbose), initial_epoch, note
         self.bar = None
 

@@ -69,4 +69,4 @@ def get_initializer(
         return INITIALIZERS[initializer]
     if callable(initializer):
         return initializer
-    raise TypeError(f"initializer must be a name or a callable (key, shape, dtype) -> array, got {initializer!r}.")
+    raise TypeError(f"initializer must be a name or a callable (key, shape, dtype) -> array, got {_checks.short(initializer)}.")

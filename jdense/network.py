@@ -40,7 +40,7 @@ def register_layer(cls: type) -> type:
       ...     def apply(self, params, x): return self.factor * x
     """
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise TypeError(f"register_layer takes a dataclass layer class, got {cls!r}; decorate it with @dataclasses.dataclass.")
+        raise TypeError(f"register_layer takes a dataclass layer class, got {_checks.short(cls)}; decorate it with @dataclasses.dataclass.")
     known = _LAYER_TYPES.get(cls.__name__)
     same = known is not None and (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)
     if known is not None and not same:  # the same class again (e.g. a reloaded module) replaces itself
@@ -347,7 +347,7 @@ class Sequential:
                 elif field.name == "optimizer" and value is not None:
                     raise TypeError(f"{name} has its own optimizer; an optax transformation has no config.")
                 elif value is not None and not isinstance(value, str | int | float | bool):
-                    raise TypeError(f"{name}.{field.name} is {value!r}; only names can go in a config.")
+                    raise TypeError(f"{name}.{field.name} is {_checks.short(value)}; only names can go in a config.")
                 cfg[field.name] = value
             layers.append(cfg)
         return {"layers": layers}
@@ -365,7 +365,7 @@ class Sequential:
                         raise ValueError(f"not a jdense network config: {err}") from None
             return cls([_LAYER_TYPES[c["type"]](**{k: v for k, v in c.items() if k != "type"}) for c in specs])
         except (KeyError, TypeError) as err:
-            raise ValueError(f"not a jdense network config: {config!r} ({err}).") from err
+            raise ValueError(f"not a jdense network config: {_checks.short(config)} ({err}).") from err
 
 
 def structure(net: Sequential, program: str) -> Sequential:
@@ -511,7 +511,7 @@ def mlp(
       [128, 64, 10]
     """
     if isinstance(sizes, str | int) or not isinstance(sizes, Sequence) or len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output width, e.g. [64, 32, 10]; got {sizes!r}.")
+        raise ValueError(f"sizes must list at least an input and an output width, e.g. [64, 32, 10]; got {_checks.short(sizes)}.")
     for s in sizes:
         _checks.positive_int("every entry of sizes", s)
     layers: list[Any] = []
@@ -543,7 +543,7 @@ def _non_trainable(name: str, layer, params) -> int:
     def frozen(m, sub):
         if not isinstance(m, bool | np.bool_):
             raise TypeError(f"{name}.trainable_mask(params) must return a pytree of bools shaped like the params "
-                            f"(or a prefix of them), got a leaf {m!r}.")
+                            f"(or a prefix of them), got a leaf {_checks.short(m)}.")
         return 0 if m else _size(sub)
 
     return sum(jax.tree.leaves(jax.tree.map(frozen, layer.trainable_mask(params), params)))

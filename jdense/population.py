@@ -62,7 +62,7 @@ def grid(**axes: Iterable) -> list[dict[str, Any]]:
     values = {}
     for name, vals in axes.items():
         if isinstance(vals, str | bytes) or not isinstance(vals, Iterable):
-            raise TypeError(f"grid axis {name!r} must be an iterable of values such as [1e-3, 1e-2], got {vals!r}.")
+            raise TypeError(f"grid axis {name!r} must be an iterable of values such as [1e-3, 1e-2], got {_checks.short(vals)}.")
         values[name] = list(vals)
         if not values[name]:
             raise ValueError(f"grid axis {name!r} is empty; give it at least one value.")
@@ -76,20 +76,20 @@ def _members(members) -> list[dict[str, Any]]:
             raise ValueError(f"members must be a positive count or a list of member dicts, got {members}.")
         return [{"seed": i} for i in range(int(members))]
     if isinstance(members, dict) or not isinstance(members, Sequence) or isinstance(members, str):
-        raise TypeError(f"members must be a positive int or a list of dicts (e.g. jdense.grid(...)), got {members!r}.")
+        raise TypeError(f"members must be a positive int or a list of dicts (e.g. jdense.grid(...)), got {_checks.short(members)}.")
     if not members:
         raise ValueError("members is empty; pass a count or at least one member dict.")
     out = []
     for i, m in enumerate(members):
         if not isinstance(m, dict):
-            raise TypeError(f"member {i} must be a dict with keys among {MEMBER_KEYS}, got {m!r}.")
+            raise TypeError(f"member {i} must be a dict with keys among {MEMBER_KEYS}, got {_checks.short(m)}.")
         unknown = sorted(set(m) - set(MEMBER_KEYS))
         if unknown:
             raise ValueError(f"member {i} has unknown keys {unknown}; a member may set {', '.join(MEMBER_KEYS)}.")
         m = {"seed": i, **m}
         seed = m["seed"]
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
-            raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {seed!r}.")
+            raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {_checks.short(seed)}.")
         for name in ("learning_rate", "lambda_", "l1"):  # 0 is allowed: a member with learning rate 0 stays as it starts
             if name in m:
                 value = m[name]
@@ -101,7 +101,7 @@ def _members(members) -> list[dict[str, Any]]:
         if "dropout" in m:
             rate = m["dropout"]
             if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-                raise ValueError(f"member {i}: dropout must be a rate in [0, 1), got {rate!r}.")
+                raise ValueError(f"member {i}: dropout must be a rate in [0, 1), got {_checks.short(rate)}.")
             m["dropout"] = float(rate)
         out.append({**m, "seed": int(seed)})
     return out
@@ -172,7 +172,7 @@ class PopulationResult:
     def member(self, i: int) -> train.FitResult:
         """Member ``i`` as a :class:`jdense.FitResult` (its history up to its last epoch)."""
         if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not -len(self) <= i < len(self):
-            raise IndexError(f"member index must be an int in [0, {len(self)}), got {i!r}.")
+            raise IndexError(f"member index must be an int in [0, {len(self)}), got {_checks.short(i)}.")
         take = lambda tree: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
         state = {k: v for k, v in take(self.state).items() if not (isinstance(v, dict) and set(v) == {"keep"})}
         n = int(self.epochs[i])
@@ -210,7 +210,7 @@ def _optimizer(net: Sequential, optimizer, members: list[dict], options: dict) -
             if not options:
                 raise
             raise TypeError(f"fit_population got unexpected keyword arguments {sorted(options)}: they are neither its "
-                            f"own arguments nor options of optimizer {optimizer!r} (see help(jdense.fit_population) "
+                            f"own arguments nor options of optimizer {_checks.short(optimizer)} (see help(jdense.fit_population) "
                             "and help(jdense.optimizer)).") from None
         if per_l1:  # the layers' own l1 values, not the placeholder's
             own = [float(getattr(layer, "l1", 0.0)) for layer in net.layers if hasattr(layer, "lambda_")]
@@ -507,10 +507,10 @@ def fit_population(
 def _layout(devices, gather, count: int, mesh, streamed: bool) -> tuple[parallel.MemberLayout, Any]:
     """Where the members train (see ``devices=``) and the mesh that shared arrays are replicated on."""
     if not isinstance(gather, bool):
-        raise TypeError(f"gather must be True (every member in the result) or False (this process's members), got {gather!r}.")
+        raise TypeError(f"gather must be True (every member in the result) or False (this process's members), got {_checks.short(gather)}.")
     if streamed and mesh is None:  # a streamed chunk is put on one device (or a data mesh): members stay together
         if devices not in (None, 1):
-            raise ValueError(f"fit_population: streamed data train the population on one device, got devices={devices!r}; "
+            raise ValueError(f"fit_population: streamed data train the population on one device, got devices={_checks.short(devices)}; "
                              "pass devices=1 (or leave it out), or load the data in memory to spread the members.")
         devices = 1
     layout = parallel.member_layout(devices, count, mesh=mesh, what="fit_population")

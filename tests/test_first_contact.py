@@ -9,6 +9,7 @@ import warnings
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import jdense
@@ -267,3 +268,30 @@ def test_the_default_batch_size_fits_eight_samples_and_an_explicit_one_is_checke
         jdense.fit(net, params, x, y, batch_size=32, **kw)
     with pytest.raises(ValueError, match=r"batch_size=16 is larger than the data set \(8 samples\)"):
         jdense.fit_population(net, x, y, members=2, batch_size=16, **kw)
+
+
+# -- a wrong object is named by its type, never by a several-hundred-character repr (issue 24) -----------------------------
+_BIG = np.arange(300.0)  # repr: well over 1,000 characters
+
+
+@pytest.mark.parametrize("call, type_name", [
+    (lambda net, p, x, y: jdense.fit(net, p, x, y, loss=optax.adam(1e-3), key=jax.random.key(0), verbose=0), "optax"),
+    (lambda net, p, x, y: jdense.fit(net, p, x, y, loss="cross_entropy", metrics=[optax.adam(1e-3)], key=jax.random.key(0),
+                                     verbose=0), "optax"),
+    (lambda net, p, x, y: jdense.mlp([4, 5, 3], activation=_BIG), "numpy.ndarray"),
+    (lambda net, p, x, y: jdense.optimizer(net, _BIG), "numpy.ndarray"),
+    (lambda net, p, x, y: jdense.optimizer(net, "adam", learning_rate=_BIG), "numpy.ndarray"),
+    (lambda net, p, x, y: jdense.BestCheckpoint(_BIG), "numpy.ndarray"),
+    (lambda net, p, x, y: jdense.fit_population(net, x, y, members=_BIG, loss="cross_entropy", key=jax.random.key(0)),
+     "numpy.ndarray"),
+    (lambda net, p, x, y: jdense.fit_population(net, x, y, members=[_BIG], loss="cross_entropy", key=jax.random.key(0)),
+     "numpy.ndarray"),
+    (lambda net, p, x, y: jdense.fit(net, p, x, y, loss="cross_entropy", key=_BIG), "numpy.ndarray"),
+])
+def test_a_wrong_object_is_named_by_its_type_in_a_short_message(call, type_name):
+    x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int32)
+    net = jdense.mlp([4, 3])
+    with pytest.raises((TypeError, ValueError)) as info:
+        call(net, net.init(jax.random.key(0)), x, y)
+    message = str(info.value)
+    assert type_name in message and len(message) < 200, message

@@ -284,7 +284,7 @@ def test_population_refuses_arguments_by_their_own_name(kw, exc, match):
 def test_a_plain_optax_optimizer_is_refused_by_its_type_not_its_repr():
     import optax
 
-    with pytest.raises(TypeError, match=r"got a optax.*GradientTransformation") as info:
+    with pytest.raises(TypeError, match=r"got an optax.*GradientTransformation") as info:
         jdense.fit_population(NET, X, Y, members=2, optimizer=optax.adam(1e-3), **KW)
     assert "PjitFunction" not in str(info.value) and len(str(info.value)) < 400
     with pytest.raises(TypeError, match=r"with a jdense.optimizer\(\.\.\.\): set them in jdense.optimizer"):
