@@ -248,10 +248,13 @@ def did_you_mean(value, valid) -> str:
     return f"; did you mean {best!r}?" if best is not None and best != value else ""
 
 
-def keywords(owner: str, kwargs: dict, aliases: dict[str, str], accepted=()) -> None:
+def keywords(owner: str, kwargs: dict, aliases: dict[str, str], accepted=(), hints: dict[str, str] | None = None) -> None:
     """Refuse unexpected keywords: another library's spelling (``aliases``: theirs -> ours) gets a pointer to
-    jdense's name, anything else the closest of ``accepted``. One spelling per argument, never two."""
+    jdense's name, an argument jdense asks for otherwise (``hints``: name -> what to pass instead) its hint,
+    anything else the closest of ``accepted``. One spelling per argument, never two."""
     for name in kwargs:
+        if hints and name in hints:
+            raise TypeError(f"{owner} has no argument {name!r}; {hints[name]}")
         if name in aliases:
             raise TypeError(f"{owner} has no argument {name!r} (the Keras spelling); jdense calls it {aliases[name]!r}: "
                             f"{owner}(..., {aliases[name]}={short(kwargs[name])}).")

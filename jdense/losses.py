@@ -222,6 +222,12 @@ def name_of(loss: str | tuple | PerSampleLoss) -> str | None:
 
 OUTPUTS = ("logits", "probabilities", "labels")
 """What :func:`jdense.predict` can return (``output=``)."""
+PREDICT_HINTS = {
+    name: "the output's link comes from the training loss: pass output='probabilities' (or 'labels') with "
+          "loss='binary_cross_entropy' for a sigmoid, loss='cross_entropy' for a softmax."
+    for name in ("activation", "final_activation", "output_activation", "apply_softmax", "apply_sigmoid")
+}
+"""Keywords of other libraries' predict that :func:`jdense.predict` spells as ``output=`` and ``loss=``."""
 SOFTMAX = frozenset({"cross_entropy", "kl_divergence"})
 """Losses whose outputs are logits of a softmax (probabilities: ``jax.nn.softmax``)."""
 SIGMOID = frozenset({"binary_cross_entropy", "sigmoid_focal"})

@@ -607,7 +607,7 @@ def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
 # -- ensembles ------------------------------------------------------------------------------
 def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: str | Callable = "cross_entropy",
                      output: str | None = None, state: Any = None, batch_size: int | None = None,
-                     return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                     return_std: bool = False, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The ensemble's prediction: the mean of the members' probabilities, or of their outputs.
 
     Args:
@@ -619,6 +619,7 @@ def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: 
         or ``p > 0.5``) or ``"logits"`` (the mean of the raw outputs), as :func:`jdense.predict`.
       return_std: also the standard deviation across the members (``ddof=0``), per output:
         ``(mean, std)`` (not with ``output="labels"``).
+      **kwargs: none are taken; ``activation=`` is pointed to ``output=`` and ``loss=``.
 
     Raises:
       ValueError: an unknown loss (with the closest name) or output, probabilities or labels
@@ -629,6 +630,8 @@ def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: 
       >>> labels = jdense.ensemble_predict(net, pop.params, x_test, output="labels")
       >>> mean, std = jdense.ensemble_predict(net, pop.params, x_test, loss="mse", return_std=True)
     """
+    _checks.keywords("ensemble_predict", kwargs, {}, ("loss", "output", "state", "batch_size", "return_std"),
+                     losses_lib.PREDICT_HINTS)
     name = losses_lib.name_of(loss)  # refuses a typo such as "crossentropy" instead of averaging raw outputs
     classification = name in losses_lib.SOFTMAX | losses_lib.SIGMOID
     output = ("probabilities" if classification else "logits") if output is None else output

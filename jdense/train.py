@@ -283,9 +283,12 @@ def _member(tree, population: bool):
     return arguments.member_shapes(tree) if population else tree
 
 
+_PREDICT_ARGUMENTS = ("output", "loss", "batch_size", "state", "mesh", "population")
+
+
 def predict(
     net: Sequential, params: Params, x: jax.typing.ArrayLike, *, output: str = "logits", loss: Any = None,
-    batch_size: int | None = None, state: Any = None, mesh: Any = None, population: bool = False,
+    batch_size: int | None = None, state: Any = None, mesh: Any = None, population: bool = False, **kwargs: Any,
 ) -> jax.Array:
     """The network's outputs for ``x`` in inference mode, batched and compiled once (cached).
 
@@ -300,15 +303,19 @@ def predict(
         ``"cross_entropy"``, sigmoid for ``"binary_cross_entropy"``; labels are the argmax,
         or ``p > 0.5`` as int32 (shape ``(n,)`` for one output).
       loss: the loss the network was trained with; needed for probabilities and labels.
+      **kwargs: none are taken; ``activation=`` (another library's spelling) is pointed to
+        ``output=`` and ``loss=``, other names to the closest argument.
 
     Raises:
       ValueError: ``output`` other than logits without a classification ``loss``, or data,
         params or state that do not fit the network (before anything is compiled).
+      TypeError: an unknown keyword argument.
 
     Example:
       >>> p = jdense.predict(net, result.params, x_test, output="probabilities", loss="cross_entropy")
       >>> labels = jdense.predict(net, result.params, x_test, output="labels", loss="cross_entropy")
     """
+    _checks.keywords("predict", kwargs, {}, _PREDICT_ARGUMENTS, losses_lib.PREDICT_HINTS)
     arguments.network(net, "predict")
     link = losses_lib.link(loss, output, "predict")
     x, _ = feed.arrays(x, None, "predict")

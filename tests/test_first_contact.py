@@ -295,3 +295,20 @@ def test_a_wrong_object_is_named_by_its_type_in_a_short_message(call, type_name)
         call(net, net.init(jax.random.key(0)), x, y)
     message = str(info.value)
     assert type_name in message and len(message) < 200, message
+
+
+# -- predict(activation=...) is pointed to output= and loss= (issue 24) -------------------------------------------------
+def test_predict_and_ensemble_predict_point_activation_to_output_and_loss():
+    net = jdense.mlp([4, 1])
+    params = net.init(jax.random.key(0))
+    x = np.zeros((3, 4), np.float32)
+    for call, owner in ((lambda **kw: jdense.predict(net, params, x, **kw), "predict"),
+                        (lambda **kw: jdense.ensemble_predict(net, params, x, **kw), "ensemble_predict")):
+        with pytest.raises(TypeError, match=rf"^{owner} has no argument 'activation'; .*output='probabilities'.*"
+                                            r"loss='binary_cross_entropy' for a sigmoid"):
+            call(activation="sigmoid")
+        with pytest.raises(TypeError, match=rf"^{owner} got an unexpected keyword argument 'batchsize'; did you mean "
+                                            r"'batch_size'\?"):
+            call(batchsize=2)
+    p = jdense.predict(net, params, x, output="probabilities", loss="binary_cross_entropy")  # what the hint says works
+    np.testing.assert_allclose(np.asarray(p), 1 / (1 + np.exp(-np.asarray(net.apply(params, x)))), rtol=1e-6)
