@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--csv-log", metavar="PATH", help="write one row of metrics per epoch to this CSV file (flushed each epoch)")
     add("--verbose", type=int, choices=(0, 1, 2), default=1,
         help="0: only the result line; 1: a progress bar and the result line; 2: a line per epoch and the result line")
+    add("--cpu-devices", type=_number(int, low=0, low_ok=False), default=None, metavar="N",
+        help="CPU devices JAX exposes (jdense.cpu_devices); default: one per core. Training runs on one of them")
     add("--no-compilation-cache", action="store_true",
         help="do not keep compiled programs in $XDG_CACHE_HOME/jdense (or ~/.cache/jdense) for the next run")
     _add_export(commands)
@@ -287,6 +289,19 @@ def _check_progress(losses: list[float], baseline: float, what: str) -> None:
     elif last >= baseline:
         _warn(f"the final training loss {last:.4g} is no better than {what} ({baseline:.4g}); "
               "the run diverged or learned nothing: lower --lr")
+
+
+def _cpu_devices(n: int | None) -> str | None:
+    """``jdense.cpu_devices(n)`` before JAX's backend starts (one CPU device per core by default); a message when
+    ``--cpu-devices`` cannot be honoured because JAX already runs (``main`` called inside a program that used it)."""
+    from jdense import parallel
+
+    try:
+        parallel.cpu_devices(n)
+    except RuntimeError as err:  # JAX started before main was called: its device count is fixed
+        if n is not None:
+            return f"--cpu-devices {n}: {str(err).split('. ')[0]} (main was called after JAX started)"
+    return None
 
 
 def _compilation_cache(args) -> None:
@@ -396,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data.startswith("csv:") and (args.target or args.task != "classification"):
         return _usage_exit("--target and --task apply to --data csv:FILE only")
     debug = os.environ.get("JDENSE_DEBUG", "").strip() not in ("", "0")
+    if (message := _cpu_devices(args.cpu_devices)) is not None:
+        return _usage_exit(message)
     try:
         _compilation_cache(args)
         train(args, start)

@@ -221,3 +221,29 @@ def test_l1_metrics_and_csv_log(tmp_path, capsys):
     rows = log.read_text().splitlines()
     assert rows[0].split(",")[:2] == ["epoch", "accuracy"] and "val_f1" in rows[0] and len(rows) == 3
     assert _status(["train", "--metrics", "accuracy,f2"]) == 2
+
+
+_CPU_DEVICES = """
+import os, sys, jax
+from jdense.cli import main, _cpu_devices
+if sys.argv[1] == "default":
+    _cpu_devices(None)  # what jdense train does first, without a flag
+    print(len(jax.devices("cpu")), len(os.sched_getaffinity(0)))
+else:
+    print(main(["train", "--epochs", "1", "--hidden", "8", "--verbose", "0", "--cpu-devices", "3"]), len(jax.devices("cpu")))
+    print(main(["train", "--epochs", "1", "--verbose", "0", "--cpu-devices", "2"]))  # JAX runs: 3 devices, fixed
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="counts the cores with sched_getaffinity")
+def test_train_exposes_one_cpu_device_per_core_or_cpu_devices_n(capfd):
+    env = {**os.environ, "JDENSE_NO_COMPILATION_CACHE": "1"}
+    run = lambda mode: subprocess.run([sys.executable, "-c", _CPU_DEVICES, mode], capture_output=True, text=True,  # noqa: E731
+                                      timeout=300, env=env)
+    default = run("default")
+    devices, cores = default.stdout.split()
+    assert devices == cores, default.stderr
+    flagged = run("flag")
+    lines = flagged.stdout.splitlines()
+    assert "0 3" in lines and lines[-1] == "2", flagged.stdout + flagged.stderr
+    assert "--cpu-devices 2: cpu_devices(2): JAX's backend already started with 3 CPU device(s)" in flagged.stderr
