@@ -232,7 +232,9 @@ def closest(value, valid) -> str | None:
     names = [v for v in valid if isinstance(v, str)]
     key = value.strip().lower().replace("-", "_").replace(" ", "_")
     by_key = {n.lower(): n for n in names}
-    for guess in (key, KERAS_NAMES.get(key), KERAS_NAMES.get(key.replace("_", ""))):
+    prefix, rest = ("val_", key[4:]) if key.startswith("val_") else ("", key)  # a logged name: "val_acc"
+    keras = KERAS_NAMES.get(rest) or KERAS_NAMES.get(rest.replace("_", ""))
+    for guess in (key, KERAS_NAMES.get(key), KERAS_NAMES.get(key.replace("_", "")), keras and prefix + keras):
         if guess is not None and guess.lower() in by_key:
             return by_key[guess.lower()]
     match = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.6)

@@ -87,7 +87,8 @@ class Monitor:
     def improved(self, epoch: int, logs: dict[str, float]) -> bool:
         if self.monitor not in logs:
             raise ValueError(
-                f"cannot monitor {self.monitor!r}: the logs have {sorted(logs)}; pass validation_data= to fit "
+                f"cannot monitor {self.monitor!r}{_checks.did_you_mean(self.monitor, logs)}: the logs have {sorted(logs)}; "
+                "pass validation_data= to fit "
                 "for 'val_*' metrics, or monitor one of these."
             )
         value = self.sign * logs[self.monitor]

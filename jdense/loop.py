@@ -104,7 +104,8 @@ def check_monitor(monitor: str, metric_names, has_validation: bool) -> None:
     keys |= {f"val_{k}" for k in keys} if has_validation else set()
     if monitor not in keys:
         hint = " (pass validation_data= for 'val_*' metrics)" if monitor.startswith("val_") and not has_validation else ""
-        raise ValueError(f"cannot monitor {monitor!r}: the logs will have {sorted(keys)}{hint}.")
+        raise ValueError(f"cannot monitor {monitor!r}{_checks.did_you_mean(monitor, keys)}: the logs will have "
+                         f"{sorted(keys)}{hint}.")
 
 
 def run(epoch_fn: Callable, carry: tuple, epochs: range, callbacks: CallbackList, *,

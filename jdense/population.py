@@ -160,7 +160,8 @@ class PopulationResult:
         (``higher_is_better``: the largest ``val_auc``, the smallest ``val_loss``).
         """
         if monitor not in self.history:
-            raise ValueError(f"cannot rank by {monitor!r}: the history has {sorted(self.history)}.")
+            raise ValueError(f"cannot rank by {_checks.short(monitor)}{_checks.did_you_mean(monitor, self.history)}: the "
+                             f"history has {sorted(self.history)}.")
         last = self.history[monitor][self.epochs - 1, np.arange(len(self))]
         tracker = Monitor(monitor, mode)
         tracker.resolve(self.metrics)

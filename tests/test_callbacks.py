@@ -483,3 +483,34 @@ def test_population_best_takes_the_metrics_direction():
         assert pop.best(monitor) == int(np.argmax(last))
     assert pop.best("val_loss") == int(np.argmin(pop.history["val_loss"][-1]))
     assert pop.best("val_auc", mode="min") == int(np.argmin(pop.history["val_auc"][-1]))
+
+
+# -- a monitor's typo gets the closest logged name (issue 24) -----------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda m: jdense.BestCheckpoint(lambda *a, **k: None, monitor=m),
+    lambda m: jdense.EarlyStopping(monitor=m),
+    lambda m: jdense.ReduceLROnPlateau(monitor=m),
+])
+def test_a_monitor_typo_suggests_the_logged_name(make):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 3)).astype(np.float32), rng.integers(0, 2, 16).astype(np.int32)
+    net = jdense.mlp([3, 2])
+    params = net.init(KEY)
+    with pytest.raises(ValueError, match=r"cannot monitor 'val_acc'; did you mean 'val_accuracy'\?"):
+        jdense.fit(net, params, x, y, loss="cross_entropy", optimizer=jdense.optimizer(net, "adam", 1e-3), key=KEY,
+                   validation_data=(x, y), callbacks=[make("val_acc")], verbose=0)
+    cb = make("val_los")  # driven by hand: the logs' own keys
+    cb.on_train_begin()
+    hook = getattr(cb, "adjust_hyperparams", None)
+    logs = {"loss": 1.0, "val_loss": 1.0}
+    with pytest.raises(ValueError, match=r"cannot monitor 'val_los'; did you mean 'val_loss'\?"):
+        hook(0, logs, {"learning_rate": 1e-3}) if hook else cb.on_epoch_end(0, logs, params)
+
+
+def test_population_best_suggests_the_history_name():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 3)).astype(np.float32), rng.integers(0, 2, 16).astype(np.int32)
+    pop = jdense.fit_population(jdense.mlp([3, 2]), x, y, members=2, loss="cross_entropy", key=KEY, validation_data=(x, y),
+                                verbose=0)
+    with pytest.raises(ValueError, match=r"cannot rank by 'val_acc'; did you mean 'val_accuracy'\?"):
+        pop.best("val_acc")
