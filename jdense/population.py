@@ -69,12 +69,30 @@ def grid(**axes: Iterable) -> list[dict[str, Any]]:
     return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
 
 
-def _members(members) -> list[dict[str, Any]]:
-    """Validated member dicts, each with its seed (default: its index)."""
+def _defaults(options: dict) -> dict[str, float]:
+    """The member values given as fit_population's own keywords (``learning_rate=0.1``), taken out of ``options``:
+    every member's default, checked by name."""
+    out = {}
+    for name in ("learning_rate", "lambda_", "l1", "dropout"):
+        if name not in options:
+            continue
+        value = options.pop(name)
+        if name == "dropout":
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+                raise ValueError(f"fit_population: dropout must be a rate in [0, 1), got {_checks.short(value)}.")
+            out[name] = float(value)
+        else:
+            out[name] = _checks.non_negative_float(name, value)
+    return out
+
+
+def _members(members, defaults: dict | None = None) -> list[dict[str, Any]]:
+    """Validated member dicts, each with its seed (default: its index) and ``defaults`` for the values it does not set."""
+    defaults = defaults or {}
     if isinstance(members, numbers.Integral) and not isinstance(members, bool):
         if members < 1:
             raise ValueError(f"members must be a positive count or a list of member dicts, got {members}.")
-        return [{"seed": i} for i in range(int(members))]
+        return [{"seed": i, **defaults} for i in range(int(members))]
     if isinstance(members, dict) or not isinstance(members, Sequence) or isinstance(members, str):
         raise TypeError(f"members must be a positive int or a list of dicts (e.g. jdense.grid(...)), got {_checks.short(members)}.")
     if not members:
@@ -86,7 +104,7 @@ def _members(members) -> list[dict[str, Any]]:
         unknown = sorted(set(m) - set(MEMBER_KEYS))
         if unknown:
             raise ValueError(f"member {i} has unknown keys {unknown}; a member may set {', '.join(MEMBER_KEYS)}.")
-        m = {"seed": i, **m}
+        m = {"seed": i, **defaults, **m}
         seed = m["seed"]
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
             raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {_checks.short(seed)}.")
@@ -425,7 +443,9 @@ def fit_population(
         core. Not combined with ``mesh=`` (pass one or the other); streamed data train on one device.
       gather: with several processes, ``True`` gathers every member into each process's
         result; ``False`` keeps only this process's members (``result.indices`` says which).
-      **optimizer_options: keyword options of :func:`jdense.optimizer`, e.g. ``clip_norm=1.0``.
+      **optimizer_options: keyword options of :func:`jdense.optimizer`, e.g. ``clip_norm=1.0``;
+        and ``learning_rate``, ``lambda_``, ``l1``, ``dropout``: every member's default
+        (``fit_population(..., members=5, learning_rate=0.1)``), which a member's own entry overrides.
 
     Returns:
       A :class:`PopulationResult`.
@@ -446,7 +466,7 @@ def fit_population(
     arguments.network(net, what)
     epochs, _ = arguments.epochs(epochs)
     compute_dtype = arguments.compute_dtype(compute_dtype)
-    members = _members(members)
+    members = _members(members, _defaults(optimizer_options))
     member_net = _member_net(net, any("dropout" in m for m in members))
     tx = _optimizer(net, optimizer, members, optimizer_options)
     per_sample = losses_lib.per_sample(loss)

@@ -377,3 +377,15 @@ def test_best_checkpoint_is_refused_by_a_population_before_compiling():
         jdense.fit_population(NET, X, Y, members=2, validation_split=0.25,
                               callbacks=[jdense.BestCheckpoint(lambda params, **kw: saved.append(params))], **KW)
     assert saved == []
+
+
+def test_learning_rate_and_lambda_as_keywords_are_every_members_default():
+    kw = {**KW, "epochs": 1}
+    given = jdense.fit_population(NET, X, Y, members=[{}, {"learning_rate": 1e-3}], learning_rate=0.05, lambda_=1e-3, **kw)
+    spelled = jdense.fit_population(NET, X, Y, members=[{"learning_rate": 0.05, "lambda_": 1e-3},
+                                                        {"learning_rate": 1e-3, "lambda_": 1e-3}], **kw)
+    for a, b in zip(jax.tree.leaves(given.params), jax.tree.leaves(spelled.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [m["learning_rate"] for m in given.members] == [0.05, 1e-3]  # a member's own value wins
+    with pytest.raises(ValueError, match=r"learning_rate must be >= 0, got -0.1"):
+        jdense.fit_population(NET, X, Y, members=2, learning_rate=-0.1, **kw)
