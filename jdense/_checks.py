@@ -8,6 +8,7 @@ import functools
 import math
 import numbers
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -188,6 +189,38 @@ def params_fit_device(what: str, shapes) -> None:
         for path, leaf in leaves
     )
     fits_device(what, nbytes(shapes), detail)
+
+
+# -- files written ---------------------------------------------------------------------------
+def output_file(path, name: str = "path", example: str = "model.safetensors", action: str = "save to") -> pathlib.Path:
+    """``path`` as a Path if a file can be written there (not a directory; its directory exists), else raise
+    before anything runs (not at the first epoch)."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}.")
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a file name such as {path / example}.")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot {action} {path}: the directory {path.parent} does not exist; create it first.")
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"cannot {action} {path}: the directory {path.parent} is not writable; choose another place.")
+    return path
+
+
+def output_dir(path, name: str = "logdir", action: str = "write under") -> pathlib.Path:
+    """``path`` as a Path if it is a directory or can be made one (its nearest existing ancestor is a writable
+    directory), else raise before anything runs."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}.")
+    path = pathlib.Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot {action} {path}: {existing} is a file, not a directory; pass another {name}.")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"cannot {action} {path}: the directory {existing} is not writable; pass another {name}.")
+    return path
 
 
 # -- name suggestions ---------------------------------------------------------------------

@@ -78,7 +78,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from jdense import version
+from jdense import _checks, version
 from jdense.network import Sequential, mismatch
 
 __all__ = ["FORMAT", "Checkpoint", "checkpoint_callback", "load", "read_info", "save", "write_atomically"]
@@ -211,14 +211,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def _check_target(path: str | os.PathLike) -> pathlib.Path:
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}.")
-    path = pathlib.Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; give a file name such as {path / 'model.safetensors'}.")
-    if not path.parent.is_dir():
-        raise ValueError(f"cannot save to {path}: the directory {path.parent} does not exist; create it first.")
-    return path
+    return _checks.output_file(path)
 
 
 def _file_mode(path: pathlib.Path) -> int:

@@ -291,6 +291,19 @@ def _check_progress(losses: list[float], baseline: float, what: str) -> None:
               "the run diverged or learned nothing: lower --lr")
 
 
+def _outputs(args) -> str | None:
+    """A message when --save or --csv-log names a file that cannot be written (checked before any data are read)."""
+    from jdense import _checks
+
+    for flag, path, example in (("--save", args.save, "model.safetensors"), ("--csv-log", args.csv_log, "history.csv")):
+        if path:
+            try:
+                _checks.output_file(path, flag, example, "write")
+            except ValueError as err:
+                return f"{flag}: {err}"
+    return None
+
+
 def _cpu_devices(n: int | None) -> str | None:
     """``jdense.cpu_devices(n)`` before JAX's backend starts (one CPU device per core by default); a message when
     ``--cpu-devices`` cannot be honoured because JAX already runs (``main`` called inside a program that used it)."""
@@ -411,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data.startswith("csv:") and (args.target or args.task != "classification"):
         return _usage_exit("--target and --task apply to --data csv:FILE only")
     debug = os.environ.get("JDENSE_DEBUG", "").strip() not in ("", "0")
-    if (message := _cpu_devices(args.cpu_devices)) is not None:
+    if (message := _outputs(args)) is not None or (message := _cpu_devices(args.cpu_devices)) is not None:
         return _usage_exit(message)
     try:
         _compilation_cache(args)

@@ -247,3 +247,11 @@ def test_train_exposes_one_cpu_device_per_core_or_cpu_devices_n(capfd):
     lines = flagged.stdout.splitlines()
     assert "0 3" in lines and lines[-1] == "2", flagged.stdout + flagged.stderr
     assert "--cpu-devices 2: cpu_devices(2): JAX's backend already started with 3 CPU device(s)" in flagged.stderr
+
+
+@pytest.mark.parametrize("flag", ["--csv-log", "--save"])
+def test_an_output_in_a_missing_directory_is_a_usage_error_before_training(tmp_path, capsys, flag):
+    assert _status(["train", *SMALL, flag, str(tmp_path / "missing" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {flag}: cannot write {tmp_path / 'missing' / 'out'}: the directory {tmp_path / 'missing'} does not " \
+           "exist; create it first" in err

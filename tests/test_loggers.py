@@ -202,3 +202,18 @@ def test_loggers_inside_fit(tmp_path, agg):
     fig = plot_history(result)
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy"]
 
+
+
+# -- a place that cannot be written is refused when the logger is made, not at the first epoch (issue 19) ----------------
+def test_csv_logger_and_tensorboard_refuse_a_place_they_cannot_write(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot write the CSV log to .*missing/x\.csv: the directory .*missing does not "
+                                         r"exist; create it first"):
+        CSVLogger(tmp_path / "missing" / "x.csv")
+    with pytest.raises(ValueError, match=r"is a directory; give a file name such as .*history\.csv"):
+        CSVLogger(tmp_path)
+    (tmp_path / "file").write_text("")
+    pytest.importorskip("tensorboardX")
+    with pytest.raises(ValueError, match=r"cannot write TensorBoard events under .*file/run: .*file is a file, not a "
+                                         r"directory; pass another logdir"):
+        TensorBoard(tmp_path / "file" / "run")
+    TensorBoard(tmp_path / "new" / "run")  # a directory that does not exist yet is made at the first epoch
