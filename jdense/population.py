@@ -268,11 +268,19 @@ def _opt_state(tx, params, members: list[dict]):
     return optim.with_values(template, optim.host_values(values)), hyper
 
 
-def _fits_device(n_members: int, one_params, tx) -> None:
-    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit the device."""
+def _fits_device(n_members: int, one_params, tx, layout: parallel.MemberLayout | None = None) -> None:
+    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit a device:
+    spread over devices (``layout``), each holds its share of the (padded) members."""
     one = _checks.nbytes(one_params) + _checks.nbytes(jax.eval_shape(tx.init, one_params))
-    _checks.fits_device(f"a population of {n_members:,} members", n_members * one,
-                        f"{n_members:,} x {one:,} bytes of params and optimizer state; train fewer members at a time")
+    devices = 1 if layout is None or layout.mesh is None else layout.mesh.devices.size
+    if devices == 1:
+        _checks.fits_device(f"a population of {n_members:,} members", n_members * one,
+                            f"{n_members:,} x {one:,} bytes of params and optimizer state; train fewer members at a time")
+        return
+    share = layout.padded // devices
+    _checks.fits_device(f"a population of {n_members:,} members on {devices} devices", share * one,
+                        f"{share:,} members per device x {one:,} bytes of params and optimizer state; train fewer "
+                        "members at a time or spread them over more devices")
 
 
 def _states(net: Sequential, member_net: Sequential, members: list[dict], compute_dtype) -> Any:
@@ -497,7 +505,7 @@ def fit_population(
         raise TypeError(f"{what} does not run callbacks with adjust_hyperparams (e.g. ReduceLROnPlateau): the members "
                         "would need one schedule each; give members learning rates instead, or use jdense.fit.")
 
-    _fits_device(len(members), one_params, tx)
+    _fits_device(len(members), one_params, tx, layout)
     # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
     params = _stack([_init(net)(jax.random.key(m["seed"])) for m in members])
     opt_state, hyper = _opt_state(tx, params, members)
@@ -610,7 +618,8 @@ def _epoch_fn(runner, stopping: MemberStopping, metric_objs, width: int, skip_no
         if bad.any() and not skip_nonfinite:
             raise train.nonfinite_error(
                 "fit_population", runner, epoch, f"of members {np.flatnonzero(bad).tolist()} became non-finite",
-                "lower their learning rates, pass clip_norm=, or skip_nonfinite=True.")
+                "lower their learning rates, pass clip_norm=, or skip_nonfinite=True.",
+                "nothing was returned: drop or impute those rows (or pass skip_nonfinite=True) and train the population again")
         return (params, opt_state, state), logs
 
     return epoch_fn
@@ -626,6 +635,17 @@ def _summary(logs: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 # -- ensembles ------------------------------------------------------------------------------
+def _ensemble_params(net: Sequential, params, what: str) -> None:
+    """Refuse one network's params where an ensemble's (a leading member axis) are needed, naming ``what``."""
+    arguments.network(net, what)
+    try:
+        net.check_params(params, what)
+    except (ValueError, TypeError):
+        return  # not one network's: the population checks that follow name what is wrong
+    raise ValueError(f"{what}: params are one network's (no member axis); pass a population's params (fit_population's "
+                     "result.params), or use jdense.predict for one network.")
+
+
 def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: str | Callable = "cross_entropy",
                      output: str | None = None, state: Any = None, batch_size: int | None = None,
                      return_std: bool = False, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -653,6 +673,7 @@ def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: 
     """
     _checks.keywords("ensemble_predict", kwargs, {}, ("loss", "output", "state", "batch_size", "return_std"),
                      losses_lib.PREDICT_HINTS)
+    _ensemble_params(net, params, "ensemble_predict")
     name = losses_lib.name_of(loss)  # refuses a typo such as "crossentropy" instead of averaging raw outputs
     classification = name in losses_lib.SOFTMAX | losses_lib.SIGMOID
     output = ("probabilities" if classification else "logits") if output is None else output
@@ -698,6 +719,7 @@ def ensemble_evaluate(net: Sequential, params, x: jax.typing.ArrayLike, y: jax.t
         raise ValueError(f"{what}: loss={name!r} is not supported; evaluate the ensemble's probabilities with "
                          "loss='cross_entropy' or 'binary_cross_entropy', or a regression loss.")
     x, y = feed.arrays(x, y, what)
+    _ensemble_params(net, params, what)
     members_state = arguments.members(net, params, state, True, what)
     out_shape = arguments.output_shape(net, arguments.member_shapes(params), arguments.member_shapes(members_state), x,
                                        what)

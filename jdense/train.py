@@ -54,12 +54,14 @@ def copy(tree):
     return jax.tree.map(lambda a: jax.device_put(a, may_alias=False) if isinstance(a, jax.Array) else a, tree)
 
 
-def nonfinite_error(what: str, runner, epoch: int, detail: str, advice: str) -> Exception:
-    """The error for a non-finite training loss: the data's row or batch when the data hold NaN/Inf, else ``advice``."""
+def nonfinite_error(what: str, runner, epoch: int, detail: str, advice: str,
+                    kept: str = "the params you passed are unchanged") -> Exception:
+    """The error for a non-finite training loss: the data's row or batch when the data hold NaN/Inf, else ``advice``.
+
+    ``kept`` says what of the caller's is intact (fit: the params it was given)."""
     where = runner.nonfinite(epoch)
     if where is not None:
-        return ValueError(f"{what}: {where}. The training loss became non-finite in epoch {epoch + 1}; the params you "
-                          "passed are unchanged.")
+        return ValueError(f"{what}: {where}. The training loss became non-finite in epoch {epoch + 1}; {kept}.")
     return FloatingPointError(f"{what}: the training loss {detail} in epoch {epoch + 1}; {advice}")
 
 

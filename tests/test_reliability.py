@@ -311,3 +311,34 @@ def test_validation_data_of_the_wrong_width_names_the_layer_and_its_shape(data, 
             jdense.fit(net, params, x, y, **kw)
         else:
             jdense.fit_population(net, x, y, members=2, **kw)
+
+
+def test_ensemble_predict_of_one_networks_params_names_itself(population, data):
+    net, pop = population
+    x, y = data
+    with no_compile():
+        for call, what in ((lambda: jdense.ensemble_predict(net, pop.member(0).params, x, state=pop.state),
+                            "ensemble_predict"),
+                           (lambda: jdense.ensemble_evaluate(net, pop.member(0).params, x, y, state=pop.state),
+                            "ensemble_evaluate")):
+            with pytest.raises(ValueError, match=rf"^{what}: params are one network's \(no member axis\); pass a "
+                                                 r"population's params"):
+                call()
+
+
+def test_the_population_memory_check_counts_each_devices_share(monkeypatch):
+    from types import SimpleNamespace
+
+    from jdense import population as population_lib
+
+    net = jdense.mlp([100, 100, 10])
+    one = jax.eval_shape(net.init, jax.random.key(0))
+    tx = jdense.optimizer(net, "adam", 1e-3)
+    per_member = sum(math.prod(a.shape) * 4 for a in jax.tree.leaves(one)) * 3  # params, adam's mu and nu
+    monkeypatch.setattr(jdense._checks, "device_capacity", lambda: (10 * per_member + per_member // 2, "a test device"))
+    with pytest.raises(ValueError, match=r"a population of 40 members needs .*40 x"):
+        population_lib._fits_device(40, one, tx)  # on one device: 40 members > 10.5
+    four = SimpleNamespace(padded=40, mesh=SimpleNamespace(devices=np.empty(4, object)))
+    population_lib._fits_device(40, one, tx, four)  # 10 per device fit
+    with pytest.raises(ValueError, match=r"a population of 44 members on 4 devices needs .*11 members per device"):
+        population_lib._fits_device(44, one, tx, SimpleNamespace(padded=44, mesh=SimpleNamespace(devices=np.empty(4, object))))

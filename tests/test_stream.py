@@ -251,3 +251,15 @@ def test_a_truncated_memory_map_is_an_error_naming_the_file(tmp_path):
         next(chunks)  # checked before the next gather: an error, not a SIGBUS
     with pytest.raises(ValueError, match=r"x\.npy is 4,928 bytes .* truncated or rewritten"):
         _fit("dropout", xm, ym, stream=True, device_memory=CHUNK_OF_4)
+
+
+def test_a_nan_row_streamed_to_a_population_says_nothing_was_returned(tmp_path):
+    bad = X.copy()
+    bad[137, 3] = np.nan
+    xm, ym = _memmaps(tmp_path, bad)
+    with pytest.raises(ValueError) as info:
+        jdense.fit_population(_net("dropout"), xm, ym, members=2, loss="cross_entropy", epochs=1, batch_size=BATCH,
+                              key=jax.random.key(1), verbose=0, stream=True, device_memory=CHUNK_OF_4)
+    message = str(info.value)
+    assert message.startswith("fit_population: ") and "row 137" in message and str(tmp_path / "x.npy") in message
+    assert "params you passed" not in message and "nothing was returned" in message, message
