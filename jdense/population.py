@@ -268,16 +268,23 @@ def _opt_state(tx, params, members: list[dict]):
     return optim.with_values(template, optim.host_values(values)), hyper
 
 
-def _fits_device(n_members: int, one_params, tx, layout: parallel.MemberLayout | None = None) -> None:
-    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit a device:
-    spread over devices (``layout``), each holds its share of the (padded) members."""
+def _fits_device(n_members: int, one_params, tx, layout: parallel.MemberLayout | None = None,
+                 landing: int | None = None) -> None:
+    """Refuse, before anything is allocated, a population whose params and optimizer state cannot fit a device.
+
+    Spread over devices (``layout``), each trains its share of the (padded) members; the result then lands on one
+    device: ``landing`` members (all of them unless ``gather=False`` keeps a process's own), default all.
+    """
     one = _checks.nbytes(one_params) + _checks.nbytes(jax.eval_shape(tx.init, one_params))
     devices = 1 if layout is None or layout.mesh is None else layout.mesh.devices.size
-    if devices == 1:
-        _checks.fits_device(f"a population of {n_members:,} members", n_members * one,
-                            f"{n_members:,} x {one:,} bytes of params and optimizer state; train fewer members at a time")
+    share = n_members if devices == 1 else layout.padded // devices
+    landing = n_members if landing is None else landing
+    if devices == 1 or landing >= share:
+        why = "" if devices == 1 else " (the result gathers them onto one device)"
+        _checks.fits_device(f"a population of {n_members:,} members", landing * one,
+                            f"{landing:,} x {one:,} bytes of params and optimizer state{why}; train fewer members at a "
+                            "time")
         return
-    share = layout.padded // devices
     _checks.fits_device(f"a population of {n_members:,} members on {devices} devices", share * one,
                         f"{share:,} members per device x {one:,} bytes of params and optimizer state; train fewer "
                         "members at a time or spread them over more devices")
@@ -505,7 +512,8 @@ def fit_population(
         raise TypeError(f"{what} does not run callbacks with adjust_hyperparams (e.g. ReduceLROnPlateau): the members "
                         "would need one schedule each; give members learning rates instead, or use jdense.fit.")
 
-    _fits_device(len(members), one_params, tx, layout)
+    local = not gather and jax.process_count() > 1  # the result keeps this process's members only
+    _fits_device(len(members), one_params, tx, layout, len(layout.local_indices()) if local else None)
     # net.init's one compiled program, once per member (a vmapped init compiles many times slower).
     params = _stack([_init(net)(jax.random.key(m["seed"])) for m in members])
     opt_state, hyper = _opt_state(tx, params, members)

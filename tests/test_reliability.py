@@ -125,10 +125,11 @@ def test_hyperparams_of_a_population_state_one_entry_per_member(population):
 def test_a_population_that_cannot_fit_in_memory_is_refused_before_allocating(data):
     x, y = np.zeros((8, 1000), np.float32), np.zeros(8, np.int32)
     net = jdense.mlp([1000, 1000, 10])
+    key = jax.random.key(0)  # made outside: a fresh process compiles its first key
     with no_compile(), pytest.raises(ValueError, match=r"a population of 1,000,000 members needs [\d,]+ bytes \([\d.]+ TiB\).*"
                                                       r"train fewer members at a time.*device holds at most"):
         jdense.fit_population(net, x, y, members=10**6, loss="cross_entropy", epochs=1, batch_size=8,
-                              key=jax.random.key(0), verbose=0)
+                              key=key, verbose=0)
 
 
 # -- ensembles trust neither their labels nor their names ----------------------------------------------------------------
@@ -339,6 +340,10 @@ def test_the_population_memory_check_counts_each_devices_share(monkeypatch):
     with pytest.raises(ValueError, match=r"a population of 40 members needs .*40 x"):
         population_lib._fits_device(40, one, tx)  # on one device: 40 members > 10.5
     four = SimpleNamespace(padded=40, mesh=SimpleNamespace(devices=np.empty(4, object)))
-    population_lib._fits_device(40, one, tx, four)  # 10 per device fit
+    with pytest.raises(ValueError, match=r"a population of 40 members needs .*40 x .*\(the result gathers them onto one "
+                                         r"device\)"):
+        population_lib._fits_device(40, one, tx, four)  # trains as 10 per device, but the result holds all 40
+    population_lib._fits_device(40, one, tx, four, landing=10)  # gather=False: 10 per device, 10 land: they fit
     with pytest.raises(ValueError, match=r"a population of 44 members on 4 devices needs .*11 members per device"):
-        population_lib._fits_device(44, one, tx, SimpleNamespace(padded=44, mesh=SimpleNamespace(devices=np.empty(4, object))))
+        population_lib._fits_device(44, one, tx, SimpleNamespace(padded=44, mesh=SimpleNamespace(devices=np.empty(4, object))),
+                                    landing=10)
