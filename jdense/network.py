@@ -621,7 +621,7 @@ def summary(net: Sequential, input_shape: Sequence[int] | None = None, *, print_
         if type(layer) is Dense:  # subclasses (LoRA, quantized) compute more or otherwise: XLA counts them
             flops = _dense_flops(layer, x.shape[1:])
         else:
-            flops = 0 if isinstance(layer, Dropout | Flatten | Activation) else _xla_flops(run, p, s, x)
+            flops = 0 if isinstance(layer, Dropout | Flatten) else _xla_flops(run, p, s, x)
         if isinstance(layer, Dense):
             matmul = 2 * layer.in_features * layer.out_features * math.prod(x.shape[1:-1])
             skipped += matmul * ((not trained_before) + (not getattr(layer, "trainable", True)))
