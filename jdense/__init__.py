@@ -12,7 +12,7 @@ from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.compilation import enable_compilation_cache
 from jdense.dense import apply, init
 from jdense.export import export, from_torch, load_exported, to_torch
-from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
+from jdense.layers import Activation, BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer
 from jdense.loggers import CSVLogger, TensorBoard, plot_history
 from jdense.lora import LoRADense, load_adapters, lora, lora_init, merge_lora, save_adapters
 from jdense.network import Sequential, mlp, register_layer, summary
@@ -26,6 +26,7 @@ from jdense.uncertainty import Temperature, mc_predict, plot_calibration, temper
 from jdense.version import VERSION as __version__  # noqa: F401 - the package version
 
 __all__ = [
+    "Activation",
     "BatchNorm",
     "BestCheckpoint",
     "CSVLogger",

@@ -5,7 +5,7 @@
 * ``.onnx``: an ONNX graph (opset 17, built with ``onnx.helper``) with a dynamic batch axis.
   Dense → ``Gemm`` (``MatMul`` + ``Add`` on inputs of another rank); every named activation
   as its ONNX operator or, where ONNX has none at opset 17 (``silu``, ``gelu``), the
-  composition of ``jax.nn``'s own definition; Flatten → ``Flatten``/``Reshape``; BatchNorm in
+  composition of ``jax.nn``'s own definition (so for an :class:`jdense.Activation` layer); Flatten → ``Flatten``/``Reshape``; BatchNorm in
   inference form (``(x - mean) · rsqrt(var + eps) · scale + bias``, jdense's order); Dropout
   removed; Temperature → ``Div`` by its ``T``; LoRA layers merged first (:func:`jdense.merge_lora`). Quantized layers keep jdense's
   arithmetic: weight-only int8 weights are stored as int8 and dequantized in the graph
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdense import _checks, activations, checkpoint
-from jdense.layers import BatchNorm, Dense, Dropout, Flatten
+from jdense.layers import Activation, BatchNorm, Dense, Dropout, Flatten
 from jdense.lora import LoRADense, merge_lora
 from jdense.network import Sequential
 from jdense.quantize import QuantizedDense
@@ -66,7 +66,7 @@ PLATFORMS = ("cpu", "cuda", "tpu")
 """The platforms a ``.jaxexport`` file is lowered for."""
 
 _MAGIC = b"jdense-jaxexport/1\n"  # then one line of JSON header, then jax.export's serialization
-_LAYERS = "Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm and Temperature"
+_LAYERS = "Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm, Activation and Temperature"
 
 # what each jax.nn function is: (kind, default parameter)
 _KINDS: dict[Any, tuple[str, Any]] = {
@@ -85,7 +85,7 @@ _PARTIALS = {jax.nn.leaky_relu: "negative_slope", jax.nn.elu: "alpha", jax.nn.ge
 
 
 # -- what a network holds --------------------------------------------------------
-def _activation(layer: Dense, name: str, target: str) -> tuple[str, float | None]:
+def _activation(layer: Dense | Activation, name: str, target: str) -> tuple[str, float | None]:
     """``(kind, parameter)`` of a Dense layer's activation; kind ``"gelu_exact"`` for gelu(approximate=False)."""
     fn = activations.get_activation(layer.activation)
     keywords = {}
@@ -122,12 +122,13 @@ def _inference_layers(net: Sequential, params: Any, state: Any, what: str) -> tu
 def _check_layers(net: Sequential, target: str, fix: str) -> None:
     """Refuse, before any work, a layer that ``target`` cannot express."""
     for name, layer in zip(net.names, net.layers):
-        if type(layer) not in (Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm, Temperature):
+        if type(layer) not in (Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm, Activation, Temperature):
             raise ValueError(
                 f"{name} is a {type(layer).__name__}, which has no {target} form; {target} takes {_LAYERS} layers. {fix}"
             )
-        if isinstance(layer, Dense):
+        if isinstance(layer, Dense | Activation):
             _activation(layer, name, target)
+        if isinstance(layer, Dense):
             if layer.compute_dtype is not None:
                 raise ValueError(
                     f"{name} computes in {jnp.dtype(layer.compute_dtype).name} (compute_dtype), which {target} does not "
@@ -141,11 +142,11 @@ def _input_shape(net: Sequential, input_shape: Sequence[int] | None, any_rank_ok
         if net.input_width is not None:
             return (net.input_width,), False
         first, rest = net.layers[0], Sequential(net.layers[1:]) if len(net.layers) > 1 else None
-        if any_rank_ok and isinstance(first, Flatten) and first.start_axis == 1 and rest is not None and rest.input_width:
-            return (rest.input_width,), True
+        if isinstance(first, Flatten) and first.start_axis == 1 and rest is not None and rest.input_width:
+            return (rest.input_width,), any_rank_ok  # ONNX: (batch, features), what Flatten() leaves as it is
         raise ValueError(
-            f"export: the network starts with {net.names[0]}, so the shape of one example is unknown (an ONNX input "
-            "has a fixed rank); pass input_shape=, e.g. input_shape=(8, 8) for 8×8 images (without the batch axis)."
+            f"export: the network starts with {net.names[0]}, so the shape of one example is unknown; pass "
+            "input_shape=, e.g. input_shape=(8, 8) for 8×8 images (without the batch axis)."
         )
     if isinstance(input_shape, int | np.integer):
         input_shape = (input_shape,)
@@ -188,14 +189,16 @@ def export(
         only when it does not follow from the first layers: a network that starts with Dense or
         BatchNorm takes ``(batch, in_features)``; in a ``.jaxexport`` file, one that starts with
         ``Flatten()`` takes inputs of any rank (:func:`load_exported`'s function flattens them),
-        but an ONNX input has a fixed rank, so ``.onnx`` needs ``input_shape`` there.
+        but an ONNX input has a fixed rank: ``.onnx`` of such a network takes ``(batch, in_features
+        of the first Dense)`` unless ``input_shape`` says otherwise; pass it for N-D inputs, e.g.
+        ``input_shape=(8, 8)``.
 
     Returns:
       ``path`` as a :class:`pathlib.Path`.
 
     Raises:
       ValueError: an unknown suffix; a layer or activation the format cannot express (ONNX
-        takes Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm and Temperature with the named
+        takes Dense, LoRADense, QuantizedDense, Flatten, Dropout, BatchNorm, Activation and Temperature with the named
         activations; ``.jaxexport`` takes any layer); params that do not fit ``net``.
       ImportError: ``.onnx`` without the onnx package.
 
@@ -335,6 +338,8 @@ def _onnx_model(net, params, state, shape, dtype, helper, numpy_helper):
         if isinstance(layer, Dense):
             z = _onnx_dense(g, layer, p, x, rank, name)
             x = _onnx_activation(g, *_activation(layer, name, "ONNX"), z, name)
+        elif isinstance(layer, Activation):
+            x = _onnx_activation(g, *_activation(layer, name, "ONNX"), x, name)
         elif isinstance(layer, Flatten):
             start = layer.start_axis % rank
             if start == 0:
@@ -465,6 +470,8 @@ def _tensor(torch, value: Any) -> torch.Tensor:
     array = np.asarray(value)
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
+    if array.dtype.name == "float8_e4m3fn":  # numpy has no float8: move the bits
+        return torch.from_numpy(np.array(array.view(np.uint8))).view(torch.float8_e4m3fn)
     return torch.from_numpy(np.array(array))  # a writable copy
 
 
@@ -483,10 +490,13 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
     Dense → ``nn.Linear`` (weight ``w.T``) and the activation's module (``nn.GELU(approximate="tanh")``
     for jax's default gelu); BatchNorm → ``nn.BatchNorm1d`` with the running statistics of
     ``state`` (the same ``eps``, ``momentum = 1 - m``); Flatten → ``nn.Flatten``; Dropout →
-    ``nn.Dropout``; Temperature → :class:`jdense.torch_layers.Temperature` (``x / t``, ``t`` a
+    ``nn.Dropout``; Activation → the activation's module (``nn.Identity`` for ``"linear"``);
+    Temperature → :class:`jdense.torch_layers.Temperature` (``x / t``, ``t`` a
     buffer). LoRA layers are merged; weight-only int8 and float8 layers become
-    ``nn.Linear`` with the dequantized weights, ``"int8"`` layers (which also quantize their
-    inputs) :class:`jdense.torch_layers.Int8Linear`. The modules are named after the layers
+    :class:`jdense.torch_layers.QuantizedLinear` (the 8-bit weights as int8 or
+    ``torch.float8_e4m3fn`` buffers, bit for bit, and the scale; dequantized in ``forward``),
+    ``"int8"`` layers (which also quantize their inputs) :class:`jdense.torch_layers.Int8Linear`,
+    so :func:`from_torch` gives back the same params. The modules are named after the layers
     (``dense_0``, ``dense_0_relu``, ...). ``module.train()`` switches Dropout and BatchNorm
     to training.
 
@@ -512,7 +522,7 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
     if not isinstance(net, Sequential):
         raise TypeError(f"to_torch: net must be a jdense.Sequential, got {type(net).__name__}.")
     _check_layers(net, "PyTorch", "Export it with jdense.export(net, params, 'model.jaxexport') instead.")
-    from jdense.torch_layers import Int8Linear
+    from jdense.torch_layers import Int8Linear, QuantizedLinear
     from jdense.torch_layers import Temperature as TorchTemperature
 
     rank = None  # of the inputs, where a Flatten tells it
@@ -531,12 +541,14 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
             p = params.get(name, {})
             if isinstance(layer, Dense):
                 w = p["w"]
-                if type(layer) is QuantizedDense and layer.mode == "int8":
-                    linear = Int8Linear(layer.in_features, layer.out_features, bias=layer.use_bias)
+                if type(layer) is QuantizedDense:
+                    if layer.mode == "int8":
+                        linear = Int8Linear(layer.in_features, layer.out_features, bias=layer.use_bias)
+                    else:  # weight-only: the 8-bit weights, dequantized in forward
+                        linear = QuantizedLinear(layer.in_features, layer.out_features, bias=layer.use_bias, mode=layer.mode,
+                                                 dtype=getattr(torch, jnp.dtype(layer.dtype).name))
                     linear.scale.copy_(_tensor(torch, p["scale"]))
                 else:
-                    if type(layer) is QuantizedDense:  # weight-only modes: the dequantized weights
-                        w = jnp.asarray(w).astype(jnp.float32) * p["scale"]
                     linear = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.use_bias,
                                              dtype=getattr(torch, jnp.dtype(w.dtype).name))
                 linear.weight.copy_(_tensor(torch, w).T)
@@ -546,6 +558,9 @@ def to_torch(net: Sequential, params: Mapping[str, Any], state: Mapping[str, Any
                 kind, value = _activation(layer, name, "PyTorch")
                 if kind != "linear":
                     modules[f"{name}_{kind}"] = _torch_activation(torch, kind, value)
+            elif isinstance(layer, Activation):
+                kind, value = _activation(layer, name, "PyTorch")
+                modules[name] = _torch_activation(torch, kind, value) or torch.nn.Identity()
             elif isinstance(layer, BatchNorm):
                 scale = _tensor(torch, p["scale"])
                 bn = torch.nn.BatchNorm1d(layer.features, eps=layer.epsilon, momentum=round(1.0 - layer.momentum, 12), dtype=scale.dtype)
@@ -589,16 +604,21 @@ def _array(tensor) -> jax.Array:
     tensor = tensor.detach().cpu()
     if str(tensor.dtype) == "torch.bfloat16":
         return jnp.asarray(tensor.float().numpy()).astype(jnp.bfloat16)
+    if str(tensor.dtype) == "torch.float8_e4m3fn":  # the bits, unchanged
+        return jnp.asarray(tensor.view(_import_torch().uint8).numpy().view(jnp.float8_e4m3fn))
     return jnp.asarray(tensor.numpy())
 
 
 def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
     """A jdense network, params and state from a ``torch.nn.Sequential``; it computes ``module.eval()``'s outputs.
 
-    Takes ``nn.Linear`` (and :class:`jdense.torch_layers.Int8Linear`), each followed by at most one activation module (``ReLU``,
-    ``Sigmoid``, ``Tanh``, ``Softmax(dim=-1)``, ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``),
-    ``nn.BatchNorm1d`` (with running statistics), ``nn.Flatten`` (``end_dim=-1``),
-    ``nn.Dropout``, :class:`jdense.torch_layers.Temperature`, ``nn.Identity`` (skipped) and nested ``nn.Sequential``. An exact
+    Takes ``nn.Linear`` (and :class:`jdense.torch_layers.Int8Linear` and ``QuantizedLinear``, which
+    become :class:`jdense.QuantizedDense`), the activation modules ``ReLU``, ``Sigmoid``, ``Tanh``,
+    ``Softmax(dim=-1)``, ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU`` (right after a Linear: the
+    Dense layer's activation; elsewhere, e.g. after ``BatchNorm1d`` or ``Dropout``: an
+    :class:`jdense.Activation` layer), ``nn.BatchNorm1d`` (with running statistics), ``nn.Flatten``
+    (``end_dim=-1``), ``nn.Dropout``, :class:`jdense.torch_layers.Temperature`, ``nn.Identity``
+    (skipped) and nested ``nn.Sequential``. An exact
     ``GELU()``, a ``LeakyReLU`` slope other than 0.01 or an ``ELU`` alpha other than 1 become
     ``functools.partial`` of the ``jax.nn`` function (such a network has no config for
     :func:`jdense.save`'s ``net=``). ``Softmax(dim=1)`` is read as the last axis, which it is
@@ -613,15 +633,14 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
 
     Raises:
       TypeError: ``module`` is not an ``nn.Sequential``.
-      ValueError: a module jdense has no layer for, or an activation that does not follow an
-        ``nn.Linear``; the message names it and its position.
+      ValueError: a module jdense has no layer for; the message names it and its position.
       ImportError: torch is not installed.
 
     Example:
       >>> net, params, state = jdense.from_torch(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU()))
     """
     torch = _import_torch()
-    from jdense.torch_layers import Int8Linear
+    from jdense.torch_layers import Int8Linear, QuantizedLinear
     from jdense.torch_layers import Temperature as TorchTemperature
 
     nn = torch.nn
@@ -644,15 +663,22 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
         where = f"module {key!r} ({child!r})"
         activation = _from_torch_activation(torch, child)
         if activation is not None:
-            if not open_linear:
-                raise ValueError(
-                    f"from_torch: {where} does not follow an nn.Linear directly; jdense applies an activation inside its "
-                    "Dense layer, so each activation must come right after a Linear."
-                )
-            layers[-1], open_linear = dataclasses.replace(layers[-1], activation=activation), False
+            if open_linear:  # the Linear's own activation
+                layers[-1], open_linear = dataclasses.replace(layers[-1], activation=activation), False
+            else:  # after BatchNorm1d, Dropout, another activation, ...: a layer of its own
+                layers.append(Activation(activation))
+                params.append({})
+                state.append(None)
             continue
-        open_linear = type(child) in (nn.Linear, Int8Linear)
-        if type(child) is Int8Linear:
+        open_linear = type(child) in (nn.Linear, Int8Linear, QuantizedLinear)
+        if type(child) is QuantizedLinear:
+            p = {"w": _array(child.weight).T, "scale": _array(child.scale)} | ({} if child.bias is None else {"b": _array(child.bias)})
+            dtype = _array(torch.zeros((), dtype=child.dtype)).dtype
+            layers.append(QuantizedDense(child.in_features, child.out_features, activation=None, use_bias=child.bias is not None,
+                                         mode=child.mode, dtype=dtype))
+            params.append(p)
+            state.append(None)
+        elif type(child) is Int8Linear:
             p = {"w": _array(child.weight).T, "scale": _array(child.scale)} | ({} if child.bias is None else {"b": _array(child.bias)})
             layers.append(QuantizedDense(child.in_features, child.out_features, activation=None, use_bias=child.bias is not None,
                                          mode="int8"))
@@ -695,8 +721,8 @@ def from_torch(module: torch.nn.Sequential) -> tuple[Sequential, dict, dict]:
         else:
             raise ValueError(
                 f"from_torch: {where} has no jdense layer; from_torch takes Linear, BatchNorm1d, Flatten, Dropout, Identity, "
-                "jdense.torch_layers.Temperature and the activations ReLU, Sigmoid, Tanh, Softmax, LeakyReLU, ELU, GELU and SiLU "
-                "after a Linear."
+                "jdense.torch_layers.Int8Linear, QuantizedLinear and Temperature and the activations ReLU, Sigmoid, Tanh, Softmax, "
+                "LeakyReLU, ELU, GELU and SiLU."
             )
     net = Sequential(layers)
     out_params = {name: p for name, p in zip(net.names, params) if p}

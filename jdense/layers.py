@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from jdense import _checks, dense
-from jdense.activations import Activation, get_activation
+from jdense.activations import Activation as ActivationFn
+from jdense.activations import get_activation
 from jdense.initializers import Initializer, get_initializer
 
 Params = Any
@@ -80,7 +81,7 @@ class Dense:
 
     in_features: int
     out_features: int
-    activation: str | Activation | None = "relu"
+    activation: str | ActivationFn | None = "relu"
     initializer: str | Initializer = field("auto", shapes=("init",))
     optimizer: optax.GradientTransformation | None = field(None)
     lambda_: float = field(0.0)
@@ -139,6 +140,38 @@ class Flatten:
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         x = jnp.asarray(x)
         return x.reshape(*x.shape[: self.start_axis], -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An activation on its own, with no params: ``activation(x)``, e.g. after a BatchNorm or a Dropout.
+
+    A Dense layer applies its own activation; this layer is for an activation that does not
+    directly follow one (what :func:`jdense.from_torch` builds from ``Linear → BatchNorm1d → ReLU``).
+
+    Args:
+      activation: a name from :data:`jdense.activations.ACTIVATIONS` (``"relu"``, ``"gelu"``, ...),
+        ``None`` for the identity, or a callable (such a network has no config for checkpoints).
+
+    Example:
+      >>> net = jdense.Sequential([Dense(4, 8, activation=None), BatchNorm(8), Activation("relu"), Dense(8, 2)])
+    """
+
+    activation: str | ActivationFn | None = "relu"
+
+    name_prefix = "activation"
+
+    def __post_init__(self):
+        get_activation(self.activation)
+
+    def init(self, key: jax.Array) -> Params:
+        return {}
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        return get_activation(self.activation)(x)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
 
 
 @dataclasses.dataclass(frozen=True)

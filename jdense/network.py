@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdense import _checks, caches, dense
-from jdense.layers import BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer, as_layer
+from jdense.layers import Activation, BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer, as_layer
 
 Params = dict[str, Any]
 State = dict[str, Any]
 
-_LAYER_TYPES = {cls.__name__: cls for cls in (Dense, Flatten, Dropout, BatchNorm)}
+_LAYER_TYPES = {cls.__name__: cls for cls in (Dense, Flatten, Dropout, BatchNorm, Activation)}
 
 
 def register_layer(cls: type) -> type:
@@ -96,7 +96,7 @@ class Sequential:
                     raise ValueError(
                         f"{name} has features={layer.features} but the layer before it gives {previous}; make them equal."
                     )
-            elif not isinstance(layer, Dropout):
+            elif not isinstance(layer, Dropout | Activation):
                 previous = None  # unknown width after a user layer or Flatten
 
     # -- construction -------------------------------------------------------
@@ -200,7 +200,7 @@ class Sequential:
                 current = (*current[:-1], layer.out_features)
             elif isinstance(layer, Flatten):
                 current = (*current[:layer.start_axis], math.prod(current[layer.start_axis:]))
-            elif not isinstance(layer, Dropout | BatchNorm):
+            elif not isinstance(layer, Dropout | BatchNorm | Activation):
                 return
 
     def _init(self, key: jax.Array) -> Params:
@@ -314,7 +314,7 @@ class Sequential:
                 return layer.in_features
             if isinstance(layer, BatchNorm):
                 return layer.features
-            if not isinstance(layer, Dropout):
+            if not isinstance(layer, Dropout | Activation):
                 return None
         return None
 
@@ -324,7 +324,7 @@ class Sequential:
         for layer in reversed(self.layers):
             if isinstance(layer, Dense):
                 return layer.out_features
-            if not isinstance(layer, Dropout | BatchNorm):
+            if not isinstance(layer, Dropout | BatchNorm | Activation):
                 return None
         return None
 

@@ -4,7 +4,11 @@
 (``BaseEstimator``, ``validate_data``, ``check_is_fitted``, ``LabelEncoder``), so they work in
 ``Pipeline``, ``GridSearchCV``, ``cross_val_score`` and ``clone``. Each fit is one
 :func:`jdense.fit`; learning rate, L2/L1 strengths, dropout rate and seed are values of the
-compiled program, so a grid over them compiles one training program per structure.
+compiled program, so a grid over them compiles one training program per structure (``hidden``,
+``activation``, ``batch_size``, ``epochs``, ``optimizer``, ...). The trained network always holds
+a dropout layer whose keep probability is a value (1 for ``dropout=0``) and an L1 term whose
+strength is a value (0 for ``l1=0``): a grid from ``dropout=0`` to ``0.2`` or ``l1=0`` to ``1e-4``
+compiles nothing new, at the cost of one random draw per hidden unit and step in a fit without dropout.
 
 :class:`PopulationSearchCV` has ``GridSearchCV``'s interface but trains every candidate x fold
 of one structure in a single :func:`jdense.fit_population`: each member's fold is a row of
@@ -20,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import time
 import warnings
@@ -40,6 +45,7 @@ except ImportError as err:  # pragma: no cover - exercised by a subprocess test
 
 import jax
 import numpy as np
+import optax
 from scipy.special import softmax
 from scipy.stats import rankdata
 
@@ -55,6 +61,8 @@ VALUES = ("learning_rate", "lambda_", "l1", "dropout", "random_state")
 
 
 _BLOCK = 256
+_PLACEHOLDER_RATE = 0.5  # makes mlp build its Dropout layers, whose rate then becomes a state value (0 included)
+_PLACEHOLDER_L1 = 1.0  # builds the optimizer's L1 term, whose strength is then set (to 0 for l1=0)
 
 
 def _seeds(random_state, count: int = 3) -> list[int]:
@@ -72,10 +80,23 @@ def _validation_rows(rows: np.ndarray, y: np.ndarray | None, fraction: float, se
         return train_test_split(rows, test_size=fraction, random_state=seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class _ValueDropout(MemberDropout):
+    """:class:`jdense.population.MemberDropout` (the keep probability a state value) that skips its random draw
+    when it keeps every unit (``dropout=0``): ``lax.cond`` runs one branch, so a fit without dropout pays no
+    draw, and draws exactly MemberDropout's otherwise."""
+
+    def apply_with_state(self, params, state, x, *, train=False, key=None, mask=None):
+        if not train:
+            return x, state
+        draw = lambda x: super(_ValueDropout, self).apply_with_state(params, state, x, train=True, key=key)[0]
+        return jax.lax.cond(state["keep"] < 1.0, draw, lambda x: x, x), state
+
+
 def _rate_as_value(net: Sequential) -> Sequential:
     """``net`` with each Dropout's rate a value of the network state (as in a population), not a constant of
     the program: networks that differ only in their rates share the compiled programs."""
-    return Sequential([MemberDropout() if type(layer) is Dropout else layer for layer in net.layers])
+    return Sequential([_ValueDropout() if type(layer) is Dropout else layer for layer in net.layers])
 
 
 def _predict(net: Sequential, params, X: np.ndarray, population: bool = False) -> np.ndarray:
@@ -88,7 +109,8 @@ def _predict(net: Sequential, params, X: np.ndarray, population: bool = False) -
     n = X.shape[0]
     padded = np.zeros((-(-n // _BLOCK) * _BLOCK, *X.shape[1:]), np.float32)
     padded[:n] = X
-    out = predict(_rate_as_value(net), params, padded, batch_size=_BLOCK, population=population)
+    inference = Sequential([layer for layer in net.layers if not isinstance(layer, Dropout)])  # the identity there
+    out = predict(inference, params, padded, batch_size=_BLOCK, population=population)
     return np.asarray(out, np.float64)[..., :n, :]
 
 
@@ -150,9 +172,16 @@ class _DenseEstimator(BaseEstimator):
         return (self.hidden,) if isinstance(self.hidden, numbers.Integral) else tuple(int(h) for h in self.hidden)
 
     def _network(self, n_in: int, n_out: int, dropout: float, l1: float) -> Sequential:
-        """The trained network: Dense layers with every layer's L2/L1 (values of the optimizer) and Dropout."""
+        """The network (``net_``): Dense layers with every layer's L2/L1 (values of the optimizer) and Dropout."""
         return mlp([n_in, *self._hidden(), n_out], self.activation, lambda_=float(self.lambda_), l1=float(l1),
                    dropout=float(dropout))
+
+    def _training_network(self, n_in: int, n_out: int) -> Sequential:
+        """The network ``fit`` initializes and trains, whatever ``dropout`` and ``l1`` are: a member-dropout layer
+        after every hidden layer (its keep probability a state value, 1 for ``dropout=0``) and an L1 term in the
+        optimizer (its strength a value, 0 for ``l1=0``). So its compiled programs depend on neither, and a grid
+        over them compiles once. Its params are ``net_``'s (Dropout has none)."""
+        return _rate_as_value(self._network(n_in, n_out, _PLACEHOLDER_RATE, _PLACEHOLDER_L1))
 
     # -- subclasses: targets ----------------------------------------------------------------
     def _targets(self, y):  # (encoded y, output width); learns classes_ or the shape of y
@@ -195,11 +224,14 @@ class _DenseEstimator(BaseEstimator):
         batch = self._batch(len(rows))
 
         net = self._network(X.shape[1], width, self.dropout, self.l1)
-        train_net = _rate_as_value(net)
+        train_net = self._training_network(X.shape[1], width)
         state = jax.tree.map(lambda keep: np.float32(1.0 - self.dropout), train_net.init_state())  # its only values
+        params = train_net.init(jax.random.key(init_seed))  # one key per layer, Dropout's included, whatever the rate
+        tx = optim.optimizer(train_net, self.optimizer, float(self.learning_rate))  # its L1 term: the placeholder's
+        values = {**tx.init.hyperparams, "l1": [float(self.l1)] * len(tx.init.hyperparams["l1"])}  # the real strength
+        tx = optax.GradientTransformationExtraArgs(optim.OptimizerInit(tx.init.program, values), tx.update)
         callbacks = [EarlyStopping("val_loss", patience=int(self.patience), restore_best=True)] if validation else []
-        result = fit(train_net, net.init(jax.random.key(init_seed)), x_fit, y_fit, loss=self._loss,
-                     optimizer=optim.optimizer(net, self.optimizer, float(self.learning_rate)), batch_size=batch,
+        result = fit(train_net, params, x_fit, y_fit, loss=self._loss, optimizer=tx, batch_size=batch,
                      epochs=int(self.epochs), key=jax.random.key(key_seed), state=state, sample_weight=sw_fit,
                      validation_data=validation, callbacks=callbacks, verbose=int(self.verbose), metrics=[])
         self.net_, self.params_ = net, result.params
@@ -486,9 +518,8 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
         ``members`` listing each member's (index in ``group``, fold)."""
         first = group[0]
         n = X.shape[0]
-        dropout = any(est.dropout > 0 for est in group)
-        l1 = any(est.l1 > 0 for est in group)
-        net = first._network(X.shape[1], width, max(est.dropout for est in group), 0.0)
+        # every member has a dropout and an l1 value (0 for none), so the program does not depend on them
+        net = first._network(X.shape[1], width, _PLACEHOLDER_RATE, 0.0)
         weights, val_weights, members, specs = [], [], [], []
         for i, est in enumerate(group):
             init_seed, _, split_seed = _seeds(est.random_state)
@@ -502,9 +533,8 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
                 w[rows] = 1.0 if sample_weight is None else sample_weight[rows]
                 weights.append(w)
                 val_weights.append(w_val)
-                member = {"seed": init_seed, "learning_rate": float(est.learning_rate), "lambda_": float(est.lambda_)}
-                member.update({"dropout": float(est.dropout)} if dropout else {})
-                member.update({"l1": float(est.l1)} if l1 else {})
+                member = {"seed": init_seed, "learning_rate": float(est.learning_rate), "lambda_": float(est.lambda_),
+                          "dropout": float(est.dropout), "l1": float(est.l1)}
                 specs.append(member)
                 members.append((i, k))
         weights = np.stack(weights)

@@ -167,6 +167,17 @@ def test_net_without_config_is_saved_without_it(tmp_path):
     assert info["net_config"] is None and "dense_0" in info["net_config_error"]
 
 
+def test_activation_layers_are_rebuilt_from_the_checkpoint(tmp_path):
+    net = jdense.Sequential([jdense.Dense(3, 4, activation=None), jdense.BatchNorm(4), jdense.Activation("gelu"),
+                             jdense.Dropout(0.1), jdense.Activation(None), jdense.Dense(4, 2)])
+    params, state = fake_params(net), net.init_state()
+    save(tmp_path / "m.safetensors", params, net=net, state=state)
+    ckpt = load(tmp_path / "m.safetensors")
+    assert ckpt.net == net and ckpt.net.names[2] == "activation_0"
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(jdense.predict(ckpt.net, ckpt.params, x, state=ckpt.state), jdense.predict(net, params, x, state=state))
+
+
 def test_checkpoint_callback(tmp_path, trained):
     net, params, opt_state, state = trained
     save_best = checkpoint_callback(tmp_path / "best.safetensors", net=net, metadata={"run": "a"})

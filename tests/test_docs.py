@@ -1,12 +1,14 @@
-"""The documentation is tested: every ```python block of README.md and docs/**/*.md runs, and the site builds.
+"""The documentation is tested: every ```python and ```bash block of README.md and docs/**/*.md runs, and the site builds.
 
-Each block runs in a fresh namespace with a temporary directory as the working directory, so
-a block must import what it uses. A block that cannot run here is preceded by the line
-``<!-- skip: why -->``.
+Each python block runs in a fresh namespace with a temporary directory as the working directory, so
+a block must import what it uses. Each bash block runs in ``bash -e`` in a temporary directory, with
+``jdense`` this tree's command line. A block that cannot run here (pip install, long trainings,
+files that are not in the repository) is preceded by the line ``<!-- skip: why -->``.
 """
 
 import importlib.util
 import inspect
+import os
 import pathlib
 import re
 import subprocess
@@ -22,6 +24,7 @@ README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 _BLOCK = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.S | re.M)
+_BASH = re.compile(r"^(?P<indent>[ \t]*)```(?:bash|sh|shell|console)[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.S | re.M)
 _MARKER = re.compile(r"^\s*<!--\s*(skip):(.*?)-->\s*$")
 
 
@@ -38,12 +41,12 @@ def _missing_optional(error):
     return None
 
 
-def _blocks():
-    """(page, line, code, marker kind, marker text) for every ```python block."""
+def _blocks(pattern=_BLOCK):
+    """(page, line, code, marker kind, marker text) for every ```python block (``pattern``'s blocks)."""
     found = []
     for page in PAGES:
         text = page.read_text()
-        for match in _BLOCK.finditer(text):
+        for match in pattern.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
             before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
             marker = _MARKER.match(before)
@@ -53,6 +56,7 @@ def _blocks():
 
 
 BLOCKS = _blocks()
+BASH_BLOCKS = _blocks(_BASH)
 
 
 def _id(block):
@@ -90,6 +94,29 @@ def test_block_runs(block, tmp_path, monkeypatch):
     finally:
         if "matplotlib.pyplot" in sys.modules:
             sys.modules["matplotlib.pyplot"].close("all")
+
+
+def test_every_bash_block_runs_or_says_why_not():
+    """A shell block is either run (test_bash_block_runs) or marked <!-- skip: reason --> with a reason."""
+    assert BASH_BLOCKS, "no ```bash block found: the pattern is wrong"
+    assert any(kind is None for *_, kind, _ in BASH_BLOCKS), "at least the cheap jdense commands run"
+    for page, line, _, kind, why in BASH_BLOCKS:
+        where = f"{page.relative_to(ROOT)}:{line}"
+        assert kind in (None, "skip") and (kind is None or why), f"{where}: a skipped block says why, <!-- skip: reason -->"
+
+
+@pytest.mark.parametrize("block", BASH_BLOCKS, ids=_id)
+def test_bash_block_runs(block, tmp_path):
+    page, line, code, kind, why = block
+    if kind == "skip":
+        pytest.skip(f"marked: {why}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "JDENSE_NO_COMPILATION_CACHE": "1"}
+    prelude = f'jdense() {{ "{sys.executable}" -m jdense "$@"; }}\n'  # this tree's command line, whatever is on PATH
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, f"{page.relative_to(ROOT)}:{line} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    assert done.stdout.strip(), "the commands print something"
 
 
 def test_readme_is_a_landing_page():

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import jdense
-from jdense import BatchNorm, Dense, Dropout, Flatten
+from jdense import Activation, BatchNorm, Dense, Dropout, Flatten
 from jdense.cli import main
+from jdense.quantize import MODES
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -48,8 +49,8 @@ def _trained_state(net):
 
 
 def _zoo():
-    """Flatten, BatchNorm, Dropout and one Dense per activation (with and without bias), one after the other."""
-    layers = [Flatten(), Dense(6, 8, activation="relu"), BatchNorm(8), Dropout(0.3)]
+    """Flatten, BatchNorm, Activation layers, Dropout and one Dense per activation (with and without bias), one after the other."""
+    layers = [Flatten(), Dense(6, 8, activation=None), BatchNorm(8), Activation("gelu"), Dropout(0.3), Activation(LEAKY_02)]
     layers += [Dense(8, 8, activation=a, use_bias=i % 3 != 0) for i, a in enumerate(ACTIVATIONS)]
     net = jdense.Sequential([*layers, Dense(8, 3, activation=None)])
     return net, _random_params(net, 0), _trained_state(net), (2, 3)
@@ -148,7 +149,8 @@ def test_to_torch_matches_predict(case):
         close(module(torch.from_numpy(case.x[:1])).numpy(), case.ref1)
 
 
-@pytest.mark.parametrize("build", [_zoo, functools.partial(_quantized, "int8"), _temperature], ids=["zoo", "int8", "temperature"])
+@pytest.mark.parametrize("build", [_zoo, *(functools.partial(_quantized, m) for m in MODES), _temperature],
+                         ids=["zoo", *MODES, "temperature"])
 def test_round_trip_through_torch_gives_the_same_network_and_params(build):
     net, params, state, _ = build()
     net2, params2, state2 = jdense.from_torch(jdense.to_torch(net, params, state))
@@ -157,14 +159,17 @@ def test_round_trip_through_torch_gives_the_same_network_and_params(build):
     assert [layer for layer in net2.layers if isinstance(layer, jdense.Temperature)] == [
         layer for layer in net.layers if isinstance(layer, jdense.Temperature)]
     for layer, layer2 in zip(net.layers, net2.layers):
-        if isinstance(layer, Dense):
+        if isinstance(layer, Dense | Activation):
             want = {"swish": "silu", "linear": None}.get(layer.activation, layer.activation)
             assert layer2.activation == want or (layer2.activation.func, layer2.activation.keywords) == (
                 layer.activation.func, layer.activation.keywords)
+    assert [getattr(layer, "mode", None) for layer in net2.layers] == [getattr(layer, "mode", None) for layer in net.layers]
     for tree, tree2 in ((params, params2), (state, state2)):
         assert jax.tree.structure(tree) == jax.tree.structure(tree2)
-        for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(tree2)):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(tree2)):  # bit for bit, int8 and float8 weights included
+            a, b = np.asarray(a), np.asarray(b)
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
 
 
 def test_from_torch_reproduces_the_torch_module():
@@ -198,14 +203,14 @@ def test_unsupported_layers_and_activations_are_named():
         jdense.export(odd, _random_params(odd, 0), "never.onnx")
     with pytest.raises(ValueError, match="suffix '.txt'"):
         jdense.export(odd, _random_params(odd, 0), "model.txt")
-    flat = jdense.Sequential([Flatten(), Dense(4, 2)])
+    flat = jdense.Sequential([Flatten(start_axis=2), Dense(4, 2)])
     with pytest.raises(ValueError, match="input_shape="):
         jdense.export(flat, _random_params(flat, 0), "m.onnx")
     nn = torch.nn
     with pytest.raises(ValueError, match=r"module '1' \(Conv1d"):
         jdense.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(1, 1, 1)))
-    with pytest.raises(ValueError, match=r"module '0' \(ReLU\(\)\) does not follow an nn.Linear"):
-        jdense.from_torch(nn.Sequential(nn.ReLU(), nn.Linear(4, 4)))
+    with pytest.raises(ValueError, match=r"module '1' \(Softmax\(dim=0\)\) has no jdense layer"):
+        jdense.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Softmax(dim=0)))
     with pytest.raises(TypeError, match="torch.nn.Sequential, got Linear"):
         jdense.from_torch(nn.Linear(4, 4))
 
@@ -309,3 +314,55 @@ def test_cli_export_of_a_temperature_scaled_checkpoint(tmp_path, capsys):
     assert main(["export", str(tmp_path / "ckpt.safetensors"), str(tmp_path / "out.jaxexport")]) == 0
     close(jdense.load_exported(tmp_path / "out.jaxexport")(x), ref)
     assert capsys.readouterr().out.count("wrote ") == 2
+
+
+@pytest.mark.parametrize("middle", ["batch_norm", "dropout"])
+def test_from_torch_takes_an_activation_that_does_not_follow_a_linear(middle):
+    """Linear → BatchNorm1d → ReLU → Linear and Linear → Dropout → ReLU → Linear: the ReLU becomes an Activation layer."""
+    torch.manual_seed(1)
+    nn = torch.nn
+    between = nn.BatchNorm1d(5) if middle == "batch_norm" else nn.Dropout(0.4)
+    module = nn.Sequential(nn.Linear(6, 5), between, nn.ReLU(), nn.Linear(5, 2))
+    x = np.random.default_rng(2).normal(size=(37, 6)).astype(np.float32)
+    module.train()
+    with torch.no_grad():
+        module(torch.from_numpy(3 * x + 1))  # BatchNorm's running statistics move away from (0, 1)
+        expected = module.eval()(torch.from_numpy(x)).numpy()
+    net, params, state = jdense.from_torch(module)
+    kinds = ["Dense", "BatchNorm" if middle == "batch_norm" else "Dropout", "Activation", "Dense"]
+    assert [type(layer).__name__ for layer in net.layers] == kinds
+    assert net.layers[0].activation is None and net.layers[2] == Activation("relu")
+    close(jdense.predict(net, params, x, state=state), expected)
+
+
+def test_activation_layer_in_onnx_jaxexport_and_torch_equals_predict(tmp_path):
+    """An Activation layer of each kind between BatchNorms: ONNX, .jaxexport and to_torch compute what predict computes."""
+    layers = [Dense(4, 6, activation=None)]
+    for a in ACTIVATIONS:
+        layers += [BatchNorm(6), Activation(a)]
+    net = jdense.Sequential([*layers, Dense(6, 3, activation=None)])
+    params, state = _random_params(net, 11), _trained_state(net)
+    x = np.random.default_rng(3).normal(size=(9, 4)).astype(np.float32)
+    ref = np.asarray(jdense.predict(net, params, x, state=state))
+    session = ort.InferenceSession(str(jdense.export(net, params, tmp_path / "m.onnx", state=state)), providers=["CPUExecutionProvider"])
+    close(session.run(None, {"input": x})[0], ref)
+    close(jdense.load_exported(jdense.export(net, params, tmp_path / "m.jaxexport", state=state))(x), ref)
+    module = jdense.to_torch(net, params, state)
+    with torch.no_grad():
+        close(module(torch.from_numpy(x)).numpy(), ref)
+    named = [layer for layer in net.layers if isinstance(layer, Activation) and isinstance(layer.activation, str)]
+    saved = jdense.Sequential([Dense(4, 6), BatchNorm(6), *named[:2]])
+    assert jdense.Sequential.from_config(saved.to_config()) == saved  # a checkpoint rebuilds Activation layers
+
+
+def test_onnx_of_a_network_starting_with_flatten_takes_flat_inputs_by_default(tmp_path):
+    """No input_shape=: the ONNX input is (batch, in_features of the first Dense); input_shape=(3, 4) still gives 3-D inputs."""
+    net = jdense.Sequential([Flatten(), Dense(12, 3, activation=None)])
+    params = _random_params(net, 12)
+    x = np.random.default_rng(4).normal(size=(5, 3, 4)).astype(np.float32)
+    ref = np.asarray(jdense.predict(net, params, x))
+    flat = onnx.load(jdense.export(net, params, tmp_path / "flat.onnx"))
+    assert [d.dim_param or d.dim_value for d in flat.graph.input[0].type.tensor_type.shape.dim] == ["batch", 12]
+    close(ort.InferenceSession(flat.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x.reshape(5, 12)})[0], ref)
+    image = jdense.export(net, params, tmp_path / "image.onnx", input_shape=(3, 4))
+    close(ort.InferenceSession(str(image), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0], ref)

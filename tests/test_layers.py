@@ -99,6 +99,28 @@ def test_flatten_from_a_later_axis():
     np.testing.assert_array_equal(np.asarray(Flatten(start_axis=2).apply({}, x)), x.reshape(2, 3, 20))
 
 
+# --------------------------------------------------------------------------- Activation
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("relu", lambda x: np.maximum(x, 0)), ("tanh", np.tanh), (None, lambda x: x), ("sigmoid", lambda x: 1 / (1 + np.exp(-x))),
+    ("softmax", lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True)),
+])
+def test_activation_layer_has_no_params_and_applies_its_function(name, reference):
+    layer = jdense.Activation(name)
+    x = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    assert layer.init(jax.random.key(0)) == {}
+    np.testing.assert_allclose(layer.apply({}, x), reference(x.astype(np.float64)), **F32_TOL)
+    net = jdense.Sequential([Dense(5, 4, activation=None), jdense.BatchNorm(4), layer, Dense(4, 2)])
+    assert net.names[2] == "activation_0" and net.input_width == 5 and net.output_width == 2
+    assert set(net.init(jax.random.key(0))) == {"dense_0", "batch_norm_0", "dense_1"}
+
+
+def test_activation_layer_refuses_an_unknown_name():
+    with pytest.raises(ValueError, match="relu"):
+        jdense.Activation("rleu")
+
+
 # --------------------------------------------------------------------------- Dropout
 
 

@@ -192,13 +192,40 @@ def test_early_stopping_holds_out_a_stratified_fraction(digits, monkeypatch):
 def test_grid_search_compiles_one_training_program_per_structure(digits):
     x, y = digits
     cv = KFold(3, shuffle=True, random_state=0)
-    base = DenseClassifier(hidden=(16,), epochs=2, dropout=0.1, l1=1e-5, random_state=0)
+    base = DenseClassifier(hidden=(15,), epochs=2, dropout=0.1, l1=1e-5, random_state=0)
     first, _ = compiles(lambda: GridSearchCV(base, {"learning_rate": [1e-3]}, cv=cv).fit(x, y))
     grid = {"learning_rate": [1e-2, 3e-3], "lambda_": [0.0, 1e-3], "dropout": [0.2, 0.4], "l1": [1e-4],
             "random_state": [1, 2]}
     again, search = compiles(lambda: GridSearchCV(base, grid, cv=cv).fit(x, y))
     assert first > 0 and again == 0  # 16 new candidates x 3 folds + refit: no new program
     assert search.best_score_ > 0.5
+
+
+def test_grid_over_dropout_and_l1_from_zero_compiles_no_new_training_program(digits):
+    """dropout 0 → 0.2 and l1 0 → 1e-4 are values: the training network always has its member-dropout layer and L1 term."""
+    x, y = digits
+    cv = KFold(2, shuffle=True, random_state=0)
+    base = DenseClassifier(hidden=(13,), epochs=1, random_state=0)  # dropout=0, l1=0: the warm-up of this structure
+    first, _ = compiles(lambda: GridSearchCV(base, {"learning_rate": [1e-3]}, cv=cv).fit(x, y))
+    again, search = compiles(lambda: GridSearchCV(base, {"dropout": [0.0, 0.2], "l1": [0.0, 1e-4]}, cv=cv).fit(x, y))
+    assert first > 0 and again == 0
+    assert len(search.cv_results_["params"]) == 4
+
+
+@pytest.mark.parametrize("dropout, l1", [(0.0, 0.0), (0.0, 1e-3)])
+def test_fit_without_dropout_trains_as_a_network_without_dropout(digits, dropout, l1):
+    """With dropout=0 the training network's dropout layer keeps every unit (x / 1 = x) and l1=0 adds 0: the same training
+    as jdense.fit of the mlp with a Dropout(0.0) (the identity) after the hidden layer, and no L1 term when l1=0.
+    net_ is the mlp as written, without Dropout."""
+    x, y = digits
+    est = DenseClassifier(hidden=(16,), epochs=2, dropout=dropout, l1=l1, learning_rate=3e-3, random_state=5).fit(x, y)
+    init_seed, key_seed, _ = np.random.RandomState(5).randint(0, 2**31 - 1, size=3)
+    net = jdense.Sequential([jdense.Dense(64, 16, l1=l1), jdense.Dropout(0.0), jdense.Dense(16, 10, None, l1=l1)])
+    assert est.net_ == jdense.mlp([64, 16, 10], l1=l1)
+    ref = jdense.fit(net, net.init(jax.random.key(int(init_seed))), x, y, loss="cross_entropy", batch_size=32, epochs=2,
+                     optimizer=jdense.optimizer(net, "adam", 3e-3), key=jax.random.key(int(key_seed)), verbose=0)
+    for a, b in zip(jax.tree.leaves(est.params_), jax.tree.leaves(ref.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 # -- PopulationSearchCV -------------------------------------------------------------------------
