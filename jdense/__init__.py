@@ -5,8 +5,8 @@ specs, networks, losses, an optax optimizer with per-layer L2, compiled training
 checkpoints, loggers and data helpers.
 """
 
-from jdense import _clock as _clock  # first: it notes when this program started (`jdense train`'s total time)
 from jdense import activations, data, initializers, losses, metrics, parallel
+from jdense import clock as clock  # first: it notes when this program started (`jdense train`'s total time)
 from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, ProgressBar, ReduceLROnPlateau
 from jdense.checkpoint import Checkpoint, checkpoint_callback, load, save
 from jdense.compilation import enable_compilation_cache

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jdense import _checks
+from jdense import checks
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -57,11 +57,11 @@ def get_activation(activation: str | Activation | None) -> Activation:
     if activation is None:
         return linear
     if isinstance(activation, str):
-        _checks.choice("activation", activation, ACTIVATIONS, also="None (linear) or a callable")
+        checks.choice("activation", activation, ACTIVATIONS, also="None (linear) or a callable")
         return ACTIVATIONS[activation]
     if callable(activation):
         return activation
-    raise TypeError(f"activation must be a name, None or a callable, got {_checks.short(activation)}.")
+    raise TypeError(f"activation must be a name, None or a callable, got {checks.short(activation)}.")
 
 
 def is_relu_family(activation: str | Activation | None) -> bool:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jdense import _checks, optim, programs
+from jdense import checks, optim, programs
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
 from jdense.network import Sequential
@@ -31,8 +31,8 @@ def network(net, what: str) -> Sequential:
 
 def epochs(epochs, initial_epoch=0) -> tuple[int, int]:
     """``(epochs, initial_epoch)`` checked: a positive int, and an int in ``[0, epochs)``."""
-    epochs = _checks.positive_int("epochs", epochs)
-    initial_epoch = _checks.integer("initial_epoch", initial_epoch, 0)
+    epochs = checks.positive_int("epochs", epochs)
+    initial_epoch = checks.integer("initial_epoch", initial_epoch, 0)
     if initial_epoch >= epochs:
         raise ValueError(f"initial_epoch must be in [0, epochs={epochs}), got {initial_epoch!r}.")
     return epochs, initial_epoch
@@ -48,7 +48,7 @@ def key_data(key, what: str) -> list[int]:
     elif isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.shape == (2,):
         data = key  # a raw key from jax.random.PRNGKey
     else:
-        raise TypeError(f"key must be a JAX PRNG key such as jax.random.key(0), got {_checks.short(key)}.")
+        raise TypeError(f"key must be a JAX PRNG key such as jax.random.key(0), got {checks.short(key)}.")
     return np.asarray(data).ravel().astype(np.uint32).tolist()
 
 
@@ -58,12 +58,12 @@ def fit_optimizer(net: Sequential, optimizer) -> optax.GradientTransformation:
         return optim.optimizer(net, optimizer)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be a name such as 'adam' ({', '.join(optim.OPTIMIZERS)}) or an optax "
-                        f"transformation such as jdense.optimizer(net, 'adam', 1e-3), got {_checks.short(optimizer)}.")
+                        f"transformation such as jdense.optimizer(net, 'adam', 1e-3), got {checks.short(optimizer)}.")
     return optimizer
 
 
 def compute_dtype(dtype):
-    return None if dtype is None else _checks.floating_dtype("compute_dtype", dtype)
+    return None if dtype is None else checks.floating_dtype("compute_dtype", dtype)
 
 
 def default_metrics(loss) -> tuple[str, ...]:
@@ -79,7 +79,7 @@ def metric_objects(loss, metrics) -> tuple:
     """The :class:`jdense.metrics.Metric` objects for ``metrics`` (default: from the loss), names checked unique."""
     specs = default_metrics(loss) if metrics is None else metrics
     if isinstance(specs, str) or not isinstance(specs, Sequence):
-        raise TypeError(f"metrics must be a list such as ['accuracy'], got {_checks.short(metrics)}.")
+        raise TypeError(f"metrics must be a list such as ['accuracy'], got {checks.short(metrics)}.")
     out = []
     for spec in specs:
         try:
@@ -122,7 +122,7 @@ def class_weights(class_weight, out_shape, what: str = "fit") -> np.ndarray | No
                 raise TypeError(f"class_weight keys must be class indices (ints), got {k!r}; e.g. {{0: 1.0, 1: 5.0}}.")
             if not 0 <= int(k) < n:
                 raise ValueError(f"class_weight has class {k!r} but the network predicts classes 0..{n - 1}.")
-            cw[int(k)] = _checks.real(f"class_weight[{k!r}]", v, "a number >= 0")
+            cw[int(k)] = checks.real(f"class_weight[{k!r}]", v, "a number >= 0")
     else:
         from jdense.data import feed
 
@@ -140,7 +140,7 @@ def state(net: Sequential, state, what: str) -> None:
     """The network state must have the structure and shapes of ``net.init_state()``."""
     if not isinstance(state, dict):
         raise TypeError(f"{what}: state must be a dict like net.init_state() (or fit's result.state), got "
-                        f"{_checks.short(state)}.")
+                        f"{checks.short(state)}.")
     state = {k: v for k, v in state.items() if k != programs.LOSS_SCALE}
     expected = net.init_state()
     same = jax.tree.structure(state) == jax.tree.structure(expected) and all(
@@ -207,7 +207,7 @@ def members(net: Sequential, params, net_state, population: bool, what: str):
         if _fits(net.check_params, params, what):
             raise ValueError(f"{what}: population=True, but params are one network's (no member axis); pass "
                              "population=False, or a population's params (fit_population's result.params).")
-        _checks.member_count(what, params=params, state=net_state)
+        checks.member_count(what, params=params, state=net_state)
         net.check_params(member_shapes(params), what)
     else:
         try:

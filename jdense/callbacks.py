@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jdense import _checks
+from jdense import checks
 from jdense import metrics as metrics_lib
 
 
@@ -68,10 +68,10 @@ class Monitor:
 
     def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0):
         if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be the name of a logged value such as 'val_loss', got {_checks.short(monitor)} "
+            raise TypeError(f"monitor must be the name of a logged value such as 'val_loss', got {checks.short(monitor)} "
                             f"of type {type(monitor).__name__}.")
-        self.monitor, self.mode = monitor, _checks.choice("mode", mode, ("auto", "min", "max"))
-        self.min_delta = _checks.non_negative_float("min_delta", min_delta)
+        self.monitor, self.mode = monitor, checks.choice("mode", mode, ("auto", "min", "max"))
+        self.min_delta = checks.non_negative_float("min_delta", min_delta)
         self.resolve(())
         self.reset()
 
@@ -87,7 +87,7 @@ class Monitor:
     def improved(self, epoch: int, logs: dict[str, float]) -> bool:
         if self.monitor not in logs:
             raise ValueError(
-                f"cannot monitor {self.monitor!r}{_checks.did_you_mean(self.monitor, logs)}: the logs have {sorted(logs)}; "
+                f"cannot monitor {self.monitor!r}{checks.did_you_mean(self.monitor, logs)}: the logs have {sorted(logs)}; "
                 "pass validation_data= to fit "
                 "for 'val_*' metrics, or monitor one of these."
             )
@@ -117,11 +117,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "auto",
                  restore_best: bool = True, **keras: Any):
-        _checks.keywords("EarlyStopping", keras, KERAS_KEYWORDS,
+        checks.keywords("EarlyStopping", keras, KERAS_KEYWORDS,
                          ("monitor", "patience", "min_delta", "mode", "restore_best"))
         self.tracker = Monitor(monitor, mode, min_delta)
-        self.patience = _checks.integer("patience", patience, 0)
-        self.restore_best = _checks.boolean("restore_best", restore_best)
+        self.patience = checks.integer("patience", patience, 0)
+        self.restore_best = checks.boolean("restore_best", restore_best)
         self.stopped_epoch: int | None = None
         self.wait = 0
         self.best_params = self.best_state = None
@@ -163,7 +163,7 @@ class BestCheckpoint(Callback):
 
     def __init__(self, save: Callable[..., Any], monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0):
         if not callable(save):
-            raise TypeError(f"save must be a callable (params, *, opt_state, state, epoch, metrics), got {_checks.short(save)}.")
+            raise TypeError(f"save must be a callable (params, *, opt_state, state, epoch, metrics), got {checks.short(save)}.")
         self.save = save
         self.tracker = Monitor(monitor, mode, min_delta)
 
@@ -195,12 +195,12 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 0.0,
                  cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto", **keras: Any):
-        _checks.keywords("ReduceLROnPlateau", keras, KERAS_KEYWORDS,
+        checks.keywords("ReduceLROnPlateau", keras, KERAS_KEYWORDS,
                          ("monitor", "factor", "patience", "min_delta", "cooldown", "min_lr", "mode"))
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
-            raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {_checks.short(factor)}.")
-        patience, cooldown = _checks.integer("patience", patience, 0), _checks.integer("cooldown", cooldown, 0)
-        min_lr = _checks.non_negative_float("min_lr", min_lr)
+            raise ValueError(f"factor must be in (0, 1) (the rate is multiplied by it), got {checks.short(factor)}.")
+        patience, cooldown = checks.integer("patience", patience, 0), checks.integer("cooldown", cooldown, 0)
+        min_lr = checks.non_negative_float("min_lr", min_lr)
         self.tracker = Monitor(monitor, mode, min_delta)
         self.factor, self.patience, self.cooldown, self.min_lr = float(factor), patience, cooldown, min_lr
         self.on_train_begin()
@@ -256,7 +256,7 @@ class ProgressBar(Callback):
 
     def __init__(self, epochs: int, verbose: int = 1, initial_epoch: int = 0, note: str | None = None):
         if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got {_checks.short(verbose)}.")
+            raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (a line per epoch), got {checks.short(verbose)}.")
         self.epochs, self.verbose, self.initial_epoch, self.note = epochs, int(verbose), initial_epoch, note
         self.bar = None
 

@@ -78,7 +78,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from jdense import _checks, version
+from jdense import checks, version
 from jdense.network import Sequential, mismatch
 
 __all__ = ["FORMAT", "Checkpoint", "checkpoint_callback", "load", "read_info", "save", "write_atomically"]
@@ -211,7 +211,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def _check_target(path: str | os.PathLike) -> pathlib.Path:
-    return _checks.output_file(path)
+    return checks.output_file(path)
 
 
 def _file_mode(path: pathlib.Path) -> int:

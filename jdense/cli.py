@@ -56,14 +56,14 @@ _INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from 
 
 
 def _suggest(message: str) -> str:
-    """argparse's "invalid choice" message, with the closest valid name (:func:`jdense._checks.closest`)."""
-    from jdense import _checks
+    """argparse's "invalid choice" message, with the closest valid name (:func:`jdense.checks.closest`)."""
+    from jdense import checks
 
     match = _INVALID_CHOICE.search(message)
     if match is None:
         return message
     choices = re.findall(r"'([^']*)'", match.group("choices"))
-    best = _checks.closest(match.group("value"), choices)
+    best = checks.closest(match.group("value"), choices)
     return message if best is None else f"{message[:match.end('value') + 1]}; did you mean {best!r}? (choose from " \
         f"{match.group('choices')})"
 
@@ -123,16 +123,16 @@ def _widths(text: str) -> list[int]:
 def _source(text: str) -> str:
     if text == "digits" or (text.startswith(("mnist:", "csv:")) and text.partition(":")[2]):
         return text
-    from jdense import _checks
+    from jdense import checks
 
     kind = text.partition(":")[0] if ":" in text else text
-    hint = _checks.did_you_mean(kind, ("digits", "mnist", "csv"))
+    hint = checks.did_you_mean(kind, ("digits", "mnist", "csv"))
     raise argparse.ArgumentTypeError(f"must be digits, mnist:DIR or csv:FILE, got {text!r}{hint}")
 
 
 def _metric_names(text: str) -> list[str]:
     """One ``--metrics`` word: names separated by commas (``f1,auc``); the words themselves may be separate (``f1 auc``)."""
-    from jdense import _checks
+    from jdense import checks
     from jdense.metrics import METRICS
 
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -140,7 +140,7 @@ def _metric_names(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"expected metric names among {', '.join(METRICS)}, got {text!r}")
     for name in names:
         if name not in METRICS:
-            raise argparse.ArgumentTypeError(f"unknown metric {name!r}{_checks.did_you_mean(name, METRICS)} (names "
+            raise argparse.ArgumentTypeError(f"unknown metric {name!r}{checks.did_you_mean(name, METRICS)} (names "
                                              f"among {', '.join(METRICS)}, separated by commas or spaces)")
     return names
 
@@ -293,12 +293,12 @@ def _check_progress(losses: list[float], baseline: float, what: str) -> None:
 
 def _outputs(args) -> str | None:
     """A message when --save or --csv-log names a file that cannot be written (checked before any data are read)."""
-    from jdense import _checks
+    from jdense import checks
 
     for flag, path, example in (("--save", args.save, "model.safetensors"), ("--csv-log", args.csv_log, "history.csv")):
         if path:
             try:
-                _checks.output_file(path, flag, example, "write")
+                checks.output_file(path, flag, example, "write")
             except ValueError as err:
                 return f"{flag}: {err}"
     return None
@@ -453,9 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _process_age() -> float:
     """Seconds since this program started: the kernel's process start (Linux), or the Python program's when
     later (a shell that ends with ``jdense train`` execs it in its own process, started with the shell)."""
-    from jdense import _clock
+    from jdense import clock
 
-    program = time.perf_counter() - _clock.STARTED
+    program = time.perf_counter() - clock.STARTED
     try:
         with open("/proc/self/stat") as stat:
             ticks = int(stat.read().rpartition(")")[2].split()[19])  # field 22: start time, in ticks since boot

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jdense import _checks
+from jdense import checks
 from jdense.activations import Activation, get_activation
 from jdense.initializers import Initializer, get_initializer
 
@@ -60,7 +60,7 @@ def init(
     """
     shapes = param_shapes(in_features, out_features, use_bias=use_bias, dtype=dtype)
     w_init = get_initializer(initializer, activation)
-    _checks.params_fit_device("this dense layer", shapes)
+    checks.params_fit_device("this dense layer", shapes)
     params = {"w": w_init(key, shapes["w"].shape, shapes["w"].dtype)}
     if use_bias:
         params["b"] = jnp.zeros(shapes["b"].shape, shapes["b"].dtype)
@@ -79,11 +79,11 @@ def param_shapes(
       >>> param_shapes(784, 128)["w"]
       ShapeDtypeStruct(shape=(784, 128), dtype=float32)
     """
-    in_features = _checks.positive_int("in_features", in_features)
-    out_features = _checks.positive_int("out_features", out_features)
-    dtype = _checks.floating_dtype("dtype", dtype)
+    in_features = checks.positive_int("in_features", in_features)
+    out_features = checks.positive_int("out_features", out_features)
+    dtype = checks.floating_dtype("dtype", dtype)
     shapes = {"w": jax.ShapeDtypeStruct((in_features, out_features), dtype)}
-    if _checks.boolean("use_bias", use_bias):
+    if checks.boolean("use_bias", use_bias):
         shapes["b"] = jax.ShapeDtypeStruct((out_features,), dtype)
     return shapes
 
@@ -131,7 +131,7 @@ def apply(
             f"params['b'] must have shape ({w.shape[1]},) to match w of shape {w.shape}, got {jnp.shape(b)}; "
             "pass the params made by jdense.init(key, in_features, out_features)."
         )
-    x = jnp.asarray(_checks.numeric_array("x", x, "apply"))
+    x = jnp.asarray(checks.numeric_array("x", x, "apply"))
     if x.ndim == 0 or x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"x has shape {x.shape} but this dense layer expects inputs of width "
@@ -139,7 +139,7 @@ def apply(
             "reshape x or build the layer with the right in_features."
         )
     if compute_dtype is not None:
-        compute_dtype = _checks.floating_dtype("compute_dtype", compute_dtype)
+        compute_dtype = checks.floating_dtype("compute_dtype", compute_dtype)
         x, w = x.astype(compute_dtype), w.astype(compute_dtype)
         b = None if b is None else b.astype(compute_dtype)
     z = x @ w

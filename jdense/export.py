@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdense import _checks, activations, checkpoint
+from jdense import activations, checkpoint, checks
 from jdense.layers import Activation, BatchNorm, Dense, Dropout, Flatten
 from jdense.lora import LoRADense, merge_lora
 from jdense.network import Sequential
@@ -152,7 +152,7 @@ def _input_shape(net: Sequential, input_shape: Sequence[int] | None, any_rank_ok
         input_shape = (input_shape,)
     if not isinstance(input_shape, Sequence) or not input_shape:
         raise TypeError(f"export: input_shape must be a tuple of positive ints such as (64,), got {input_shape!r}.")
-    return tuple(_checks.positive_int("input_shape entry", d) for d in input_shape), False
+    return tuple(checks.positive_int("input_shape entry", d) for d in input_shape), False
 
 
 def _run_layer(layer, p, s, x):
@@ -216,7 +216,7 @@ def export(
             f"export: cannot tell the format of {str(path)!r} from its suffix {path.suffix!r}; name the file "
             "*.onnx (an ONNX model) or *.jaxexport (jax.export's StableHLO)."
         )
-    dtype = _checks.floating_dtype("input_dtype", input_dtype)
+    dtype = checks.floating_dtype("input_dtype", input_dtype)
     onnx_file = path.suffix == ".onnx"
     if onnx_file:
         onnx, helper, numpy_helper = _import_onnx()

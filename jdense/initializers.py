@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers as jinit
 
-from jdense import _checks
+from jdense import checks
 from jdense.activations import Activation, get_activation, is_relu_family
 
 Initializer = Callable[..., jax.Array]
@@ -65,8 +65,8 @@ def get_initializer(
         if initializer == "auto":
             get_activation(activation)  # validate the name before choosing
             return INITIALIZERS["he_normal" if is_relu_family(activation) else "glorot_uniform"]
-        _checks.choice("initializer", initializer, ("auto", *INITIALIZERS), also="a callable (key, shape, dtype) -> array")
+        checks.choice("initializer", initializer, ("auto", *INITIALIZERS), also="a callable (key, shape, dtype) -> array")
         return INITIALIZERS[initializer]
     if callable(initializer):
         return initializer
-    raise TypeError(f"initializer must be a name or a callable (key, shape, dtype) -> array, got {_checks.short(initializer)}.")
+    raise TypeError(f"initializer must be a name or a callable (key, shape, dtype) -> array, got {checks.short(initializer)}.")

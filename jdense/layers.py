@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jdense import _checks, dense
+from jdense import checks, dense
 from jdense.activations import Activation as ActivationFn
 from jdense.activations import get_activation
 from jdense.initializers import Initializer, get_initializer
@@ -95,17 +95,17 @@ class Dense:
 
     def __post_init__(self):
         # NumPy scalars become Python numbers: the layer stays hashable and JSON-ready
-        object.__setattr__(self, "in_features", _checks.positive_int("in_features", self.in_features))
-        object.__setattr__(self, "out_features", _checks.positive_int("out_features", self.out_features))
+        object.__setattr__(self, "in_features", checks.positive_int("in_features", self.in_features))
+        object.__setattr__(self, "out_features", checks.positive_int("out_features", self.out_features))
         get_activation(self.activation)
         get_initializer(self.initializer, self.activation)
-        object.__setattr__(self, "lambda_", _checks.non_negative_float("lambda_", self.lambda_))
-        object.__setattr__(self, "l1", _checks.non_negative_float("l1", self.l1))
-        object.__setattr__(self, "trainable", _checks.boolean("trainable", self.trainable))
-        object.__setattr__(self, "use_bias", _checks.boolean("use_bias", self.use_bias))
-        object.__setattr__(self, "dtype", _checks.floating_dtype("dtype", self.dtype))
+        object.__setattr__(self, "lambda_", checks.non_negative_float("lambda_", self.lambda_))
+        object.__setattr__(self, "l1", checks.non_negative_float("l1", self.l1))
+        object.__setattr__(self, "trainable", checks.boolean("trainable", self.trainable))
+        object.__setattr__(self, "use_bias", checks.boolean("use_bias", self.use_bias))
+        object.__setattr__(self, "dtype", checks.floating_dtype("dtype", self.dtype))
         if self.compute_dtype is not None:
-            object.__setattr__(self, "compute_dtype", _checks.floating_dtype("compute_dtype", self.compute_dtype))
+            object.__setattr__(self, "compute_dtype", checks.floating_dtype("compute_dtype", self.compute_dtype))
         if self.optimizer is not None and not isinstance(self.optimizer, optax.GradientTransformation):
             raise TypeError(
                 f"optimizer must be an optax.GradientTransformation such as optax.sgd(0.1), got {self.optimizer!r}."
@@ -231,17 +231,17 @@ class BatchNorm:
     name_prefix = "batch_norm"
 
     def __post_init__(self):
-        object.__setattr__(self, "features", _checks.positive_int("features", self.features))
-        momentum = _checks.real("BatchNorm momentum", self.momentum, "a number in [0, 1) such as 0.9")
+        object.__setattr__(self, "features", checks.positive_int("features", self.features))
+        momentum = checks.real("BatchNorm momentum", self.momentum, "a number in [0, 1) such as 0.9")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"BatchNorm momentum must be in [0, 1), got {self.momentum!r}; 0.9 is usual.")
-        epsilon = _checks.real("BatchNorm epsilon", self.epsilon, "a small number > 0 such as 1e-5")
+        epsilon = checks.real("BatchNorm epsilon", self.epsilon, "a small number > 0 such as 1e-5")
         if not epsilon > 0:
             raise ValueError(f"BatchNorm epsilon must be > 0, got {self.epsilon!r}; 1e-5 is usual.")
         object.__setattr__(self, "momentum", momentum)
         object.__setattr__(self, "epsilon", epsilon)
-        object.__setattr__(self, "dtype", _checks.floating_dtype("dtype", self.dtype))
-        object.__setattr__(self, "trainable", _checks.boolean("trainable", self.trainable))
+        object.__setattr__(self, "dtype", checks.floating_dtype("dtype", self.dtype))
+        object.__setattr__(self, "trainable", checks.boolean("trainable", self.trainable))
 
     def init(self, key: jax.Array) -> Params:
         return {"scale": jnp.ones((self.features,), self.dtype), "bias": jnp.zeros((self.features,), self.dtype)}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jdense import _checks
+from jdense import checks
 from jdense.callbacks import Callback
 
 _TENSORBOARD_MISSING = (
@@ -69,8 +69,8 @@ class CSVLogger(Callback):
 
     def __init__(self, path: str | os.PathLike, append: bool = False, separator: str = ","):
         self.path = _path("path", path)
-        _checks.output_file(self.path, "path", "history.csv", "write the CSV log to")
-        append = _checks.boolean("append", append)
+        checks.output_file(self.path, "path", "history.csv", "write the CSV log to")
+        append = checks.boolean("append", append)
         if not (isinstance(separator, str) and len(separator) == 1) or separator in "\r\n\"":
             raise ValueError(f"separator must be one character such as ',' or ';' (not a quote or newline), got {separator!r}.")
         self.append, self.separator = append, separator
@@ -154,7 +154,7 @@ class TensorBoard(Callback):
 
     def __init__(self, logdir: str | os.PathLike):
         self.logdir = _path("logdir", logdir)
-        _checks.output_dir(self.logdir, "logdir", "write TensorBoard events under")
+        checks.output_dir(self.logdir, "logdir", "write TensorBoard events under")
         try:
             from tensorboardX import SummaryWriter
         except ImportError as err:

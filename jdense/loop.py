@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jdense import _checks, optim, programs
+from jdense import checks, optim, programs
 
 
 def logs_of(sums, metrics, width: int, skip_nonfinite: bool = False, prefix: str = "") -> dict[str, float]:
@@ -47,7 +47,7 @@ class CallbackList:
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
         for cb in callbacks:
             if not any(hasattr(cb, m) for m in ("on_train_begin", "on_epoch_end", "on_train_end")):
-                raise TypeError(f"{_checks.short(cb)} is not a callback: give it on_epoch_end(epoch, logs, params, *, "
+                raise TypeError(f"{checks.short(cb)} is not a callback: give it on_epoch_end(epoch, logs, params, *, "
                                 "opt_state, state).")
             tracker = getattr(cb, "tracker", None)
             if tracker is not None and hasattr(tracker, "monitor"):
@@ -104,7 +104,7 @@ def check_monitor(monitor: str, metric_names, has_validation: bool) -> None:
     keys |= {f"val_{k}" for k in keys} if has_validation else set()
     if monitor not in keys:
         hint = " (pass validation_data= for 'val_*' metrics)" if monitor.startswith("val_") and not has_validation else ""
-        raise ValueError(f"cannot monitor {monitor!r}{_checks.did_you_mean(monitor, keys)}: the logs will have "
+        raise ValueError(f"cannot monitor {monitor!r}{checks.did_you_mean(monitor, keys)}: the logs will have "
                          f"{sorted(keys)}{hint}.")
 
 

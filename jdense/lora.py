@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jdense import _checks, checkpoint, dense
+from jdense import checkpoint, checks, dense
 from jdense.layers import Dense
 from jdense.network import Sequential, register_layer
 
@@ -72,9 +72,9 @@ class LoRADense(Dense):
 
     def __post_init__(self):
         super().__post_init__()
-        _checks.positive_int("rank", self.rank)
+        checks.positive_int("rank", self.rank)
         alpha = self.rank if self.alpha is None else self.alpha
-        alpha = _checks.real("alpha", alpha, "a finite number > 0 (the update is scaled by alpha/rank) or None for rank")
+        alpha = checks.real("alpha", alpha, "a finite number > 0 (the update is scaled by alpha/rank) or None for rank")
         if not alpha > 0:
             raise ValueError(f"alpha must be a number > 0 (the update is scaled by alpha/rank) or None for rank, got {alpha!r}.")
         if not isinstance(self.train_base, bool):
@@ -200,7 +200,7 @@ def lora(
       ['Dense', 'LoRADense']
     """
     _check_net(net)
-    _checks.positive_int("rank", rank)
+    checks.positive_int("rank", rank)
     targets = _targets(net, layers)
     return Sequential([
         LoRADense(**_dense_fields(layer), rank=rank, alpha=alpha, train_base=train_base) if i in targets else layer

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jdense import _checks
+from jdense import checks
 
 PerSampleLoss = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -125,13 +125,13 @@ def _sigmoid_focal(gamma: float, alpha: float | None) -> PerSampleLoss:
 
 def _delta(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-        raise ValueError(f"huber: {name} must be a finite number > 0, got {_checks.short(value)}; e.g. (\"huber\", 1.0).")
+        raise ValueError(f"huber: {name} must be a finite number > 0, got {checks.short(value)}; e.g. (\"huber\", 1.0).")
     return float(value)
 
 
 def _gamma(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
-        raise ValueError(f"sigmoid_focal: {name} must be a finite number >= 0, got {_checks.short(value)}; 2.0 is usual.")
+        raise ValueError(f"sigmoid_focal: {name} must be a finite number >= 0, got {checks.short(value)}; 2.0 is usual.")
     return float(value)
 
 
@@ -139,7 +139,7 @@ def _alpha(name, value):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"sigmoid_focal: {name} must be None or a weight in [0, 1] for class 1, got {_checks.short(value)}.")
+        raise ValueError(f"sigmoid_focal: {name} must be None or a weight in [0, 1] for class 1, got {checks.short(value)}.")
     return float(value)
 
 
@@ -171,14 +171,14 @@ _SPEC_HELP = (
 def _params(loss: tuple) -> tuple[str, tuple]:
     """Validate a ``(name, *params)`` tuple; return the name and every parameter, defaults filled in."""
     if not loss or not isinstance(loss[0], str):
-        raise TypeError(_SPEC_HELP.format(names=", ".join(map(repr, PER_SAMPLE)), loss=_checks.short(loss)))
+        raise TypeError(_SPEC_HELP.format(names=", ".join(map(repr, PER_SAMPLE)), loss=checks.short(loss)))
     name, values = loss[0], loss[1:]
     if name not in PER_SAMPLE:
         per_sample(name)  # raises the unknown-name error
     spec = _PARAMETERISED.get(name, (None, ()))[1]
     if len(values) > len(spec):
         takes = ", ".join(p for p, _, _ in spec) or "no parameters"
-        raise ValueError(f"loss {name!r} takes {takes}; got {len(values)} values in {_checks.short(loss)}.")
+        raise ValueError(f"loss {name!r} takes {takes}; got {len(values)} values in {checks.short(loss)}.")
     values = values + tuple(default for _, default, _ in spec[len(values):])
     return name, tuple(check(p, v) for (p, _, check), v in zip(spec, values))
 
@@ -193,10 +193,10 @@ def per_sample(loss: str | tuple | PerSampleLoss) -> PerSampleLoss:
       TypeError: for anything else.
     """
     if isinstance(loss, optax.GradientTransformation):  # a tuple too: caught before it is read as (name, *params)
-        raise TypeError(f"loss got an optimizer ({_checks.short(loss, 0)}); pass it as optimizer=, and loss= a name such as "
+        raise TypeError(f"loss got an optimizer ({checks.short(loss, 0)}); pass it as optimizer=, and loss= a name such as "
                         "'cross_entropy' or 'mse'.")
     if isinstance(loss, str):
-        _checks.choice("loss", loss, PER_SAMPLE,
+        checks.choice("loss", loss, PER_SAMPLE,
                        also="a tuple (name, *params) or a callable (outputs, targets) -> per-sample losses")
         return PER_SAMPLE[loss]
     if isinstance(loss, tuple):
@@ -204,7 +204,7 @@ def per_sample(loss: str | tuple | PerSampleLoss) -> PerSampleLoss:
         return _PARAMETERISED[name][0](*values) if values else PER_SAMPLE[name]
     if callable(loss):
         return loss
-    raise TypeError(_SPEC_HELP.format(names=", ".join(map(repr, PER_SAMPLE)), loss=_checks.short(loss)))
+    raise TypeError(_SPEC_HELP.format(names=", ".join(map(repr, PER_SAMPLE)), loss=checks.short(loss)))
 
 
 def name_of(loss: str | tuple | PerSampleLoss) -> str | None:
@@ -257,7 +257,7 @@ def link(loss: str | tuple | Callable | None, output: str = "logits", what: str 
       >>> link("binary_cross_entropy", "labels")(jnp.asarray([[2.0], [-1.0]]))
       Array([1, 0], dtype=int32)
     """
-    _checks.choice("output", output, OUTPUTS)
+    checks.choice("output", output, OUTPUTS)
     name = name_of(loss) if loss is not None else None  # validates the loss (with a suggestion for a typo)
     if output == "logits":
         return lambda outputs: outputs

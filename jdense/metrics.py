@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdense import _checks, losses
+from jdense import checks, losses
 
 AUC_BINS = 1000
 ECE_BINS = 15
@@ -270,21 +270,21 @@ def get_metric(spec: Any) -> Metric:
     if isinstance(spec, Metric):
         return spec
     if isinstance(spec, str):
-        _checks.choice("metric", spec, METRICS,
+        checks.choice("metric", spec, METRICS,
                        also="('top_k_accuracy', k) or a callable (outputs, targets) -> per-sample values")
         return _NAMED[spec]()
     if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "top_k_accuracy":
         k = spec[1]
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"top_k_accuracy needs k >= 1, got {_checks.short(k)}.")
+            raise ValueError(f"top_k_accuracy needs k >= 1, got {checks.short(k)}.")
         return top_k(int(k))
     if callable(spec):
         name = getattr(spec, "__name__", "metric")
         declared = getattr(spec, "higher_is_better", None)
         if declared is not None and not isinstance(declared, bool):
-            raise TypeError(f"metric {name!r}: higher_is_better must be True or False, got {_checks.short(declared)}.")
+            raise TypeError(f"metric {name!r}: higher_is_better must be True or False, got {checks.short(declared)}.")
         return mean_metric(name, spec, higher_is_better=_known_direction(name) if declared is None else declared)
-    raise TypeError(f"a metric must be a name, ('top_k_accuracy', k) or a callable, got {_checks.short(spec)}.")
+    raise TypeError(f"a metric must be a name, ('top_k_accuracy', k) or a callable, got {checks.short(spec)}.")
 
 
 def _known_direction(name: str) -> bool:

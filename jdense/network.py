@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdense import _checks, caches, dense
+from jdense import caches, checks, dense
 from jdense.layers import Activation, BatchNorm, Dense, Dropout, Flatten, FunctionLayer, Layer, as_layer
 
 Params = dict[str, Any]
@@ -40,7 +40,7 @@ def register_layer(cls: type) -> type:
       ...     def apply(self, params, x): return self.factor * x
     """
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise TypeError(f"register_layer takes a dataclass layer class, got {_checks.short(cls)}; decorate it with @dataclasses.dataclass.")
+        raise TypeError(f"register_layer takes a dataclass layer class, got {checks.short(cls)}; decorate it with @dataclasses.dataclass.")
     known = _LAYER_TYPES.get(cls.__name__)
     same = known is not None and (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)
     if known is not None and not same:  # the same class again (e.g. a reloaded module) replaces itself
@@ -113,9 +113,9 @@ class Sequential:
             layer, its bytes and the device's capacity.
         """
         shapes = self._param_shapes()  # refuses a layer too large for the device
-        largest = max(shapes, key=lambda name: _checks.nbytes(shapes[name]))
+        largest = max(shapes, key=lambda name: checks.nbytes(shapes[name]))
         detail = f"{len(self.layers)} layers, the largest {largest}"
-        _checks.fits_device("this network", _checks.nbytes(shapes), detail)
+        checks.fits_device("this network", checks.nbytes(shapes), detail)
         try:
             program = _init_program(structure(self, "init"))
         except TypeError:
@@ -295,7 +295,7 @@ class Sequential:
                 "this network has BatchNorm: pass state= (fit's result.state, or net.init_state() before training)."
             )
         self.check_params(params, "apply")
-        self.check_input(np.shape(_checks.numeric_array("x", x, "apply")), "apply")
+        self.check_input(np.shape(checks.numeric_array("x", x, "apply")), "apply")
         if not isinstance(state, Mapping):
             raise TypeError(
                 f"apply: state must be the dict from net.init_state() (or fit's result.state); got "
@@ -347,7 +347,7 @@ class Sequential:
                 elif field.name == "optimizer" and value is not None:
                     raise TypeError(f"{name} has its own optimizer; an optax transformation has no config.")
                 elif value is not None and not isinstance(value, str | int | float | bool):
-                    raise TypeError(f"{name}.{field.name} is {_checks.short(value)}; only names can go in a config.")
+                    raise TypeError(f"{name}.{field.name} is {checks.short(value)}; only names can go in a config.")
                 cfg[field.name] = value
             layers.append(cfg)
         return {"layers": layers}
@@ -360,12 +360,12 @@ class Sequential:
             for c in specs:
                 if isinstance(c.get("type"), str) and c["type"] not in _LAYER_TYPES:
                     try:
-                        _checks.choice("layer kind", c["type"], _LAYER_TYPES, also="a class registered with jdense.register_layer")
+                        checks.choice("layer kind", c["type"], _LAYER_TYPES, also="a class registered with jdense.register_layer")
                     except ValueError as err:
                         raise ValueError(f"not a jdense network config: {err}") from None
             return cls([_LAYER_TYPES[c["type"]](**{k: v for k, v in c.items() if k != "type"}) for c in specs])
         except (KeyError, TypeError) as err:
-            raise ValueError(f"not a jdense network config: {_checks.short(config)} ({err}).") from err
+            raise ValueError(f"not a jdense network config: {checks.short(config)} ({err}).") from err
 
 
 def structure(net: Sequential, program: str) -> Sequential:
@@ -405,7 +405,7 @@ def _param_shapes(net: Sequential) -> dict[str, Any]:
                 if type(layer).__name__ in _LAYER_TYPES:
                     raise
                 out[name] = None  # a user layer whose init needs concrete values
-        _checks.params_fit_device(name, out[name])
+        checks.params_fit_device(name, out[name])
     return out
 
 
@@ -511,9 +511,9 @@ def mlp(
       [128, 64, 10]
     """
     if isinstance(sizes, str | int) or not isinstance(sizes, Sequence) or len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output width, e.g. [64, 32, 10]; got {_checks.short(sizes)}.")
+        raise ValueError(f"sizes must list at least an input and an output width, e.g. [64, 32, 10]; got {checks.short(sizes)}.")
     for s in sizes:
-        _checks.positive_int("every entry of sizes", s)
+        checks.positive_int("every entry of sizes", s)
     layers: list[Any] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = i == len(sizes) - 2
@@ -543,7 +543,7 @@ def _non_trainable(name: str, layer, params) -> int:
     def frozen(m, sub):
         if not isinstance(m, bool | np.bool_):
             raise TypeError(f"{name}.trainable_mask(params) must return a pytree of bools shaped like the params "
-                            f"(or a prefix of them), got a leaf {_checks.short(m)}.")
+                            f"(or a prefix of them), got a leaf {checks.short(m)}.")
         return 0 if m else _size(sub)
 
     return sum(jax.tree.leaves(jax.tree.map(frozen, layer.trainable_mask(params), params)))

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jdense import _checks, caches
+from jdense import caches, checks
 from jdense.network import Sequential
 
 _SCALERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -199,10 +199,10 @@ def _number(name: str, value, *, positive: bool) -> float:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} float, got {_checks.short(value)}.")
+        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} float, got {checks.short(value)}.")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} float, got {_checks.short(value)}.")
+        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} float, got {checks.short(value)}.")
     return value
 
 
@@ -253,9 +253,9 @@ def optimizer(
         raise TypeError(f"net must be a jdense.Sequential (from Sequential([...]) or mlp([...])), got {type(net).__name__}.")
     named = isinstance(base, str)
     if named:
-        _checks.choice("optimizer", base, OPTIMIZERS, also="an optax transformation")
+        checks.choice("optimizer", base, OPTIMIZERS, also="an optax transformation")
     if not named and not isinstance(base, optax.GradientTransformation):
-        raise TypeError(f"base must be a name or an optax.GradientTransformation, got {_checks.short(base)}.")
+        raise TypeError(f"base must be a name or an optax.GradientTransformation, got {checks.short(base)}.")
     if not named and (decoupled or base_kwargs):
         raise ValueError(
             "decoupled=True and optimizer keyword arguments need a named base such as 'adam'; with your own "
@@ -266,18 +266,18 @@ def optimizer(
             learning_rate = _number("learning_rate", learning_rate, positive=True)
         except ValueError:
             raise ValueError(
-                f"learning_rate must be a positive float or an optax schedule, got {_checks.short(learning_rate)}; e.g. 1e-3."
+                f"learning_rate must be a positive float or an optax schedule, got {checks.short(learning_rate)}; e.g. 1e-3."
             ) from None
     if clip_norm is not None:
         try:
             clip_norm = _number("clip_norm", clip_norm, positive=True)
         except ValueError:
-            raise ValueError(f"clip_norm must be > 0 or None, got {_checks.short(clip_norm)}; e.g. clip_norm=1.0.") from None
+            raise ValueError(f"clip_norm must be > 0 or None, got {checks.short(clip_norm)}; e.g. clip_norm=1.0.") from None
     if named:
         try:
             _SCALERS[base](**base_kwargs)
         except TypeError as err:
-            raise TypeError(f"optimizer {_checks.short(base)} does not take {sorted(base_kwargs)}: {err}") from err
+            raise TypeError(f"optimizer {checks.short(base)} does not take {sorted(base_kwargs)}: {err}") from err
 
     penalized = tuple(name for name, layer in zip(net.names, net.layers) if hasattr(layer, "lambda_"))
     layers = dict(zip(net.names, net.layers))

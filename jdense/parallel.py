@@ -36,7 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jdense import _checks
+from jdense import checks
 
 DATA = "data"
 """The name of the mesh axis that batches are sharded over."""
@@ -75,7 +75,7 @@ def cpu_devices(n: int | None = None) -> int:
     if n is None:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"cpu_devices: n must be a positive int (how many CPU devices), got {_checks.short(n)}.")
+        raise TypeError(f"cpu_devices: n must be a positive int (how many CPU devices), got {checks.short(n)}.")
     if n < 1:
         raise ValueError(f"cpu_devices: n must be at least 1, got {n}; pass e.g. n=2 or leave it out for one per core.")
     n = int(n)
@@ -116,7 +116,7 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 def _check_mesh(mesh: Any) -> Mesh:
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh such as jdense.parallel.data_mesh(), got {_checks.short(mesh)}.")
+        raise TypeError(f"mesh must be a jax.sharding.Mesh such as jdense.parallel.data_mesh(), got {checks.short(mesh)}.")
     if DATA not in mesh.axis_names:
         raise ValueError(
             f"mesh must have an axis named {DATA!r} to shard batches over, got axes {mesh.axis_names}; "
@@ -182,7 +182,7 @@ def place(tree: Any, mesh: Mesh | None) -> Any:
     if mesh is None:
         return tree
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh such as jdense.parallel.data_mesh(), got {_checks.short(mesh)}.")
+        raise TypeError(f"mesh must be a jax.sharding.Mesh such as jdense.parallel.data_mesh(), got {checks.short(mesh)}.")
     rep = NamedSharding(mesh, P())
     leaves, treedef = jax.tree.flatten(tree)
     todo = [i for i, a in enumerate(leaves) if not _on_mesh(a, mesh)]
@@ -382,10 +382,10 @@ def member_devices(devices: Any = None, what: str = "fit_population") -> list[ja
     if isinstance(devices, jax.Device):
         devices = [devices]
     if isinstance(devices, str | bytes) or not isinstance(devices, Sequence | np.ndarray):
-        raise TypeError(f"{what}: devices must be None (every device), a count or a list of jax devices, got {_checks.short(devices)}.")
+        raise TypeError(f"{what}: devices must be None (every device), a count or a list of jax devices, got {checks.short(devices)}.")
     devices = list(np.ravel(np.asarray(devices, dtype=object)))
     if not devices or not all(isinstance(d, jax.Device) for d in devices):
-        raise TypeError(f"{what}: devices must be a non-empty list of jax devices such as jax.devices()[:2], got {_checks.short(devices)}.")
+        raise TypeError(f"{what}: devices must be a non-empty list of jax devices such as jax.devices()[:2], got {checks.short(devices)}.")
     if len(set(devices)) != len(devices):
         raise ValueError(f"{what}: devices lists a device twice ({devices}); give each device once.")
     return devices
@@ -510,7 +510,7 @@ def member_layout(devices: Any, count: int, *, mesh: Mesh | None = None, what: s
     if jax.process_count() > 1:
         missing = sorted(set(range(jax.process_count())) - {d.process_index for d in chosen})
         if missing:
-            raise ValueError(f"{what}: devices={_checks.short(devices)} has no device of process(es) {missing}; in a multi-process run "
+            raise ValueError(f"{what}: devices={checks.short(devices)} has no device of process(es) {missing}; in a multi-process run "
                              "every process trains some members: pass devices=None (every device) or a list with devices of each.")
     elif count < len(chosen):  # no device of its own for padding members only
         chosen = chosen[:count]

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jdense import _checks, arguments, caches, loop, optim, parallel, programs, train
+from jdense import arguments, caches, checks, loop, optim, parallel, programs, train
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
 from jdense.callbacks import BestCheckpoint, Callback, EarlyStopping, Monitor, ProgressBar
@@ -62,7 +62,7 @@ def grid(**axes: Iterable) -> list[dict[str, Any]]:
     values = {}
     for name, vals in axes.items():
         if isinstance(vals, str | bytes) or not isinstance(vals, Iterable):
-            raise TypeError(f"grid axis {name!r} must be an iterable of values such as [1e-3, 1e-2], got {_checks.short(vals)}.")
+            raise TypeError(f"grid axis {name!r} must be an iterable of values such as [1e-3, 1e-2], got {checks.short(vals)}.")
         values[name] = list(vals)
         if not values[name]:
             raise ValueError(f"grid axis {name!r} is empty; give it at least one value.")
@@ -79,10 +79,10 @@ def _defaults(options: dict) -> dict[str, float]:
         value = options.pop(name)
         if name == "dropout":
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
-                raise ValueError(f"fit_population: dropout must be a rate in [0, 1), got {_checks.short(value)}.")
+                raise ValueError(f"fit_population: dropout must be a rate in [0, 1), got {checks.short(value)}.")
             out[name] = float(value)
         else:
-            out[name] = _checks.non_negative_float(name, value)
+            out[name] = checks.non_negative_float(name, value)
     return out
 
 
@@ -94,32 +94,32 @@ def _members(members, defaults: dict | None = None) -> list[dict[str, Any]]:
             raise ValueError(f"members must be a positive count or a list of member dicts, got {members}.")
         return [{"seed": i, **defaults} for i in range(int(members))]
     if isinstance(members, dict) or not isinstance(members, Sequence) or isinstance(members, str):
-        raise TypeError(f"members must be a positive int or a list of dicts (e.g. jdense.grid(...)), got {_checks.short(members)}.")
+        raise TypeError(f"members must be a positive int or a list of dicts (e.g. jdense.grid(...)), got {checks.short(members)}.")
     if not members:
         raise ValueError("members is empty; pass a count or at least one member dict.")
     out = []
     for i, m in enumerate(members):
         if not isinstance(m, dict):
-            raise TypeError(f"member {i} must be a dict with keys among {MEMBER_KEYS}, got {_checks.short(m)}.")
+            raise TypeError(f"member {i} must be a dict with keys among {MEMBER_KEYS}, got {checks.short(m)}.")
         unknown = sorted(set(m) - set(MEMBER_KEYS))
         if unknown:
             raise ValueError(f"member {i} has unknown keys {unknown}; a member may set {', '.join(MEMBER_KEYS)}.")
         m = {"seed": i, **defaults, **m}
         seed = m["seed"]
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
-            raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {_checks.short(seed)}.")
+            raise ValueError(f"member {i}: seed must be an int in [0, 2**31), got {checks.short(seed)}.")
         for name in ("learning_rate", "lambda_", "l1"):  # 0 is allowed: a member with learning rate 0 stays as it starts
             if name in m:
                 value = m[name]
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
                         math.isfinite(value) and value >= 0):
                     raise ValueError(f"member {i}: {name} must be a finite non-negative float, got "
-                                     f"{_checks.short(value)}.")
+                                     f"{checks.short(value)}.")
                 m[name] = float(value)
         if "dropout" in m:
             rate = m["dropout"]
             if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-                raise ValueError(f"member {i}: dropout must be a rate in [0, 1), got {_checks.short(rate)}.")
+                raise ValueError(f"member {i}: dropout must be a rate in [0, 1), got {checks.short(rate)}.")
             m["dropout"] = float(rate)
         out.append({**m, "seed": int(seed)})
     return out
@@ -178,7 +178,7 @@ class PopulationResult:
         (``higher_is_better``: the largest ``val_auc``, the smallest ``val_loss``).
         """
         if monitor not in self.history:
-            raise ValueError(f"cannot rank by {_checks.short(monitor)}{_checks.did_you_mean(monitor, self.history)}: the "
+            raise ValueError(f"cannot rank by {checks.short(monitor)}{checks.did_you_mean(monitor, self.history)}: the "
                              f"history has {sorted(self.history)}.")
         last = self.history[monitor][self.epochs - 1, np.arange(len(self))]
         tracker = Monitor(monitor, mode)
@@ -191,7 +191,7 @@ class PopulationResult:
     def member(self, i: int) -> train.FitResult:
         """Member ``i`` as a :class:`jdense.FitResult` (its history up to its last epoch)."""
         if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not -len(self) <= i < len(self):
-            raise IndexError(f"member index must be an int in [0, {len(self)}), got {_checks.short(i)}.")
+            raise IndexError(f"member index must be an int in [0, {len(self)}), got {checks.short(i)}.")
         take = lambda tree: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
         state = {k: v for k, v in take(self.state).items() if not (isinstance(v, dict) and set(v) == {"keep"})}
         n = int(self.epochs[i])
@@ -229,7 +229,7 @@ def _optimizer(net: Sequential, optimizer, members: list[dict], options: dict) -
             if not options:
                 raise
             raise TypeError(f"fit_population got unexpected keyword arguments {sorted(options)}: they are neither its "
-                            f"own arguments nor options of optimizer {_checks.short(optimizer)} (see help(jdense.fit_population) "
+                            f"own arguments nor options of optimizer {checks.short(optimizer)} (see help(jdense.fit_population) "
                             "and help(jdense.optimizer)).") from None
         if per_l1:  # the layers' own l1 values, not the placeholder's
             own = [float(getattr(layer, "l1", 0.0)) for layer in net.layers if hasattr(layer, "lambda_")]
@@ -245,7 +245,7 @@ def _optimizer(net: Sequential, optimizer, members: list[dict], options: dict) -
     else:
         raise TypeError(
             "fit_population: optimizer must be a name such as 'adam' or a jdense.optimizer(net, ...) result (the "
-            f"members' learning rates are values in its state), got {_checks.short(optimizer)}; a plain optax "
+            f"members' learning rates are values in its state), got {checks.short(optimizer)}; a plain optax "
             "transformation cannot take per-member values.")
     if "learning_rate" not in tx.init.hyperparams:
         raise ValueError("fit_population needs a learning rate that is a value, not a schedule.")
@@ -275,17 +275,17 @@ def _fits_device(n_members: int, one_params, tx, layout: parallel.MemberLayout |
     Spread over devices (``layout``), each trains its share of the (padded) members; the result then lands on one
     device: ``landing`` members (all of them unless ``gather=False`` keeps a process's own), default all.
     """
-    one = _checks.nbytes(one_params) + _checks.nbytes(jax.eval_shape(tx.init, one_params))
+    one = checks.nbytes(one_params) + checks.nbytes(jax.eval_shape(tx.init, one_params))
     devices = 1 if layout is None or layout.mesh is None else layout.mesh.devices.size
     share = n_members if devices == 1 else layout.padded // devices
     landing = n_members if landing is None else landing
     if devices == 1 or landing >= share:
         why = "" if devices == 1 else " (the result gathers them onto one device)"
-        _checks.fits_device(f"a population of {n_members:,} members", landing * one,
+        checks.fits_device(f"a population of {n_members:,} members", landing * one,
                             f"{landing:,} x {one:,} bytes of params and optimizer state{why}; train fewer members at a "
                             "time")
         return
-    _checks.fits_device(f"a population of {n_members:,} members on {devices} devices", share * one,
+    checks.fits_device(f"a population of {n_members:,} members on {devices} devices", share * one,
                         f"{share:,} members per device x {one:,} bytes of params and optimizer state; train fewer "
                         "members at a time or spread them over more devices")
 
@@ -396,7 +396,7 @@ def fit_population(
     loss: str | Callable,
     optimizer: str | optax.GradientTransformation = "adam",
     epochs: int = 1,
-    batch_size: int | None = _checks.BATCH_SIZE,
+    batch_size: int | None = checks.BATCH_SIZE,
     key: jax.Array | None = None,
     validation_data: tuple | None = None,
     metrics: Sequence[str] | None = None,
@@ -496,7 +496,7 @@ def fit_population(
     if data_in.weights is not None and data_in.weights.ndim == 2:  # a row per member: padding members get copies
         data_in.weights = layout.pad(data_in.weights)
     one_params = jax.eval_shape(net.init, jax.random.key(0))
-    _checks.trainable(what, net, one_params)
+    checks.trainable(what, net, one_params)
     out_shape = arguments.output_shape(net, one_params, net.init_state(), data_in.x, what, data_in.shape)
     if data_in.source is None:
         feed.labels(loss, data_in.y, out_shape, what)
@@ -544,10 +544,10 @@ def fit_population(
 def _layout(devices, gather, count: int, mesh, streamed: bool) -> tuple[parallel.MemberLayout, Any]:
     """Where the members train (see ``devices=``) and the mesh that shared arrays are replicated on."""
     if not isinstance(gather, bool):
-        raise TypeError(f"gather must be True (every member in the result) or False (this process's members), got {_checks.short(gather)}.")
+        raise TypeError(f"gather must be True (every member in the result) or False (this process's members), got {checks.short(gather)}.")
     if streamed and mesh is None:  # a streamed chunk is put on one device (or a data mesh): members stay together
         if devices not in (None, 1):
-            raise ValueError(f"fit_population: streamed data train the population on one device, got devices={_checks.short(devices)}; "
+            raise ValueError(f"fit_population: streamed data train the population on one device, got devices={checks.short(devices)}; "
                              "pass devices=1 (or leave it out), or load the data in memory to spread the members.")
         devices = 1
     layout = parallel.member_layout(devices, count, mesh=mesh, what="fit_population")
@@ -679,14 +679,14 @@ def ensemble_predict(net: Sequential, params, x: jax.typing.ArrayLike, *, loss: 
       >>> labels = jdense.ensemble_predict(net, pop.params, x_test, output="labels")
       >>> mean, std = jdense.ensemble_predict(net, pop.params, x_test, loss="mse", return_std=True)
     """
-    _checks.keywords("ensemble_predict", kwargs, {}, ("loss", "output", "state", "batch_size", "return_std"),
+    checks.keywords("ensemble_predict", kwargs, {}, ("loss", "output", "state", "batch_size", "return_std"),
                      losses_lib.PREDICT_HINTS)
     _ensemble_params(net, params, "ensemble_predict")
     name = losses_lib.name_of(loss)  # refuses a typo such as "crossentropy" instead of averaging raw outputs
     classification = name in losses_lib.SOFTMAX | losses_lib.SIGMOID
     output = ("probabilities" if classification else "logits") if output is None else output
     losses_lib.link(loss, output, "ensemble_predict")  # checks output against the loss
-    if _checks.boolean("return_std", return_std) and output == "labels":
+    if checks.boolean("return_std", return_std) and output == "labels":
         raise ValueError("ensemble_predict: return_std=True needs output='probabilities' or 'logits' (labels have no "
                          "standard deviation).")
     out = np.asarray(train.predict(net, params, x, state=state, batch_size=batch_size, population=True), np.float64)

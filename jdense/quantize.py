@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdense import _checks
+from jdense import checks
 from jdense.activations import get_activation
 from jdense.layers import Dense
 from jdense.network import Sequential, register_layer
@@ -93,7 +93,7 @@ class QuantizedDense(Dense):
 
     def __post_init__(self):
         super().__post_init__()
-        _checks.choice("mode", self.mode, MODES)
+        checks.choice("mode", self.mode, MODES)
 
     def init(self, key: jax.Array) -> Params:
         """A random :class:`jdense.Dense` init, quantized (gives the params' shapes and dtypes)."""
@@ -151,7 +151,7 @@ def quantize(net: Sequential, params: Mapping[str, Any], mode: str = "int8") -> 
         raise TypeError(f"net must be a jdense.Sequential, got {type(net).__name__}.")
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be the network's params dict (net.init's), got {type(params).__name__}.")
-    _checks.choice("mode", mode, MODES)
+    checks.choice("mode", mode, MODES)
     for name, layer in zip(net.names, net.layers):  # every check first: nothing is quantized (compiled) before
         if isinstance(layer, Dense) and type(layer) is not Dense:
             fix = "merge_lora first" if type(layer).__name__ == "LoRADense" else "quantize the float network instead"

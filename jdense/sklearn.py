@@ -49,7 +49,7 @@ import optax
 from scipy.special import softmax
 from scipy.stats import rankdata
 
-from jdense import _checks, optim
+from jdense import checks, optim
 from jdense.callbacks import EarlyStopping
 from jdense.layers import Dropout
 from jdense.network import Sequential, mlp
@@ -147,21 +147,21 @@ class _DenseEstimator(BaseEstimator):
         if isinstance(hidden, str) or not isinstance(hidden, Sequence):
             raise TypeError(f"{name}: hidden must be a tuple of layer widths such as (64,) or (128, 64), got {self.hidden!r}.")
         for width in hidden:
-            _checks.positive_int(f"{name}: every entry of hidden", width)
-        _checks.choice(f"{name} optimizer", self.optimizer, optim.OPTIMIZERS)
-        _checks.real(f"{name}: learning_rate", self.learning_rate, "a finite number > 0")
+            checks.positive_int(f"{name}: every entry of hidden", width)
+        checks.choice(f"{name} optimizer", self.optimizer, optim.OPTIMIZERS)
+        checks.real(f"{name}: learning_rate", self.learning_rate, "a finite number > 0")
         if not self.learning_rate > 0:
             raise ValueError(f"{name}: learning_rate must be > 0, got {self.learning_rate}; e.g. 1e-3.")
         for param in ("lambda_", "l1"):
-            _checks.non_negative_float(f"{name}: {param}", getattr(self, param))
-        _checks.real(f"{name}: dropout", self.dropout, "a rate in [0, 1)")
+            checks.non_negative_float(f"{name}: {param}", getattr(self, param))
+        checks.real(f"{name}: dropout", self.dropout, "a rate in [0, 1)")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"{name}: dropout must be a rate in [0, 1), got {self.dropout}; e.g. 0.2, or 0.0 for none.")
-        _checks.positive_int(f"{name}: batch_size", self.batch_size)
-        _checks.positive_int(f"{name}: epochs", self.epochs)
-        _checks.positive_int(f"{name}: patience", self.patience)
-        _checks.boolean(f"{name}: early_stopping", self.early_stopping)
-        _checks.real(f"{name}: validation_fraction", self.validation_fraction, "a fraction in (0, 1)")
+        checks.positive_int(f"{name}: batch_size", self.batch_size)
+        checks.positive_int(f"{name}: epochs", self.epochs)
+        checks.positive_int(f"{name}: patience", self.patience)
+        checks.boolean(f"{name}: early_stopping", self.early_stopping)
+        checks.real(f"{name}: validation_fraction", self.validation_fraction, "a fraction in (0, 1)")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction}; e.g. 0.1.")
         if isinstance(self.verbose, bool) or not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
@@ -429,7 +429,7 @@ class PopulationSearchCV(MetaEstimatorMixin, BaseEstimator):
         if isinstance(self.scoring, list | tuple | set | dict):
             raise TypeError(f"PopulationSearchCV: scoring must be one scorer name or callable, got {self.scoring!r}; "
                             "several metrics at once are not supported.")
-        _checks.boolean("PopulationSearchCV: refit", self.refit)
+        checks.boolean("PopulationSearchCV: refit", self.refit)
         if isinstance(self.verbose, bool) or not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
             raise ValueError(f"PopulationSearchCV: verbose must be an int >= 0, got {self.verbose!r}.")
         if isinstance(self.param_grid, Mapping | Sequence) and not isinstance(self.param_grid, str) and not self.param_grid:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jdense import _checks, arguments, loop, optim, parallel, programs
+from jdense import arguments, checks, loop, optim, parallel, programs
 from jdense import losses as losses_lib
 from jdense import metrics as metrics_lib
 from jdense.callbacks import Callback, ProgressBar
@@ -75,7 +75,7 @@ def fit(
     loss: str | Callable,
     optimizer: str | optax.GradientTransformation = "adam",
     epochs: int = 1,
-    batch_size: int | None = _checks.BATCH_SIZE,
+    batch_size: int | None = checks.BATCH_SIZE,
     key: jax.Array | None = None,
     validation_data: tuple | None = None,
     metrics: Sequence[str] | None = None,
@@ -157,7 +157,7 @@ def fit(
         device_memory=device_memory, mesh=mesh, seed=seed, finite=not skip_nonfinite, what=what)
     parallel.check_batch(mesh, data_in.batch, what)
     net.check_params(params, what)
-    _checks.trainable(what, net, params)
+    checks.trainable(what, net, params)
     state = net.init_state() if state is None else state
     arguments.state(net, state, what)
     if compute_dtype == jnp.float16 and programs.LOSS_SCALE not in state:  # dynamic loss scaling, kept in the state
@@ -216,7 +216,7 @@ def fit(
 
 def _eval_batches(n: int, batch_size: int | None):
     """Indices of inference batches; a ``batch_size`` above ``n`` is clamped to ``n``."""
-    batch = n if batch_size is None else min(_checks.positive_int("batch_size", batch_size), n)
+    batch = n if batch_size is None else min(checks.positive_int("batch_size", batch_size), n)
     return feed.padded_indices(np.arange(n), batch)
 
 
@@ -317,7 +317,7 @@ def predict(
       >>> p = jdense.predict(net, result.params, x_test, output="probabilities", loss="cross_entropy")
       >>> labels = jdense.predict(net, result.params, x_test, output="labels", loss="cross_entropy")
     """
-    _checks.keywords("predict", kwargs, {}, _PREDICT_ARGUMENTS, losses_lib.PREDICT_HINTS)
+    checks.keywords("predict", kwargs, {}, _PREDICT_ARGUMENTS, losses_lib.PREDICT_HINTS)
     arguments.network(net, "predict")
     link = losses_lib.link(loss, output, "predict")
     x, _ = feed.arrays(x, None, "predict")

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
-from jdense import _checks, metrics, programs, train
+from jdense import checks, metrics, programs, train
 from jdense.layers import Dense, Dropout
 from jdense.network import Sequential, register_layer
 
@@ -60,7 +60,7 @@ class Temperature:
     name_prefix = "temperature"
 
     def __post_init__(self):
-        object.__setattr__(self, "trainable", _checks.boolean("trainable", self.trainable))
+        object.__setattr__(self, "trainable", checks.boolean("trainable", self.trainable))
 
     def init(self, key: jax.Array) -> dict[str, jax.Array]:
         return {"t": jnp.ones((), jnp.float32)}
@@ -134,7 +134,7 @@ def uncertainty(probs_per_member: jax.typing.ArrayLike) -> dict[str, np.ndarray]
 
 
 def _batches(n: int, batch_size: int | None) -> np.ndarray:
-    batch = n if batch_size is None else min(_checks.positive_int("batch_size", batch_size), n)
+    batch = n if batch_size is None else min(checks.positive_int("batch_size", batch_size), n)
     steps = math.ceil(n / batch)
     idx = np.zeros(steps * batch, np.int32)
     idx[:n] = np.arange(n)
@@ -175,8 +175,8 @@ def mc_predict(net: Sequential, params: Any, x: jax.typing.ArrayLike, *, samples
     if not any(isinstance(layer, Dropout) and layer.rate > 0 for layer in net.layers):
         raise ValueError("mc_predict: the network has no Dropout layer with rate > 0, so every sample would be the "
                          "same; train a network with dropout (e.g. jdense.mlp(..., dropout=0.1)) or use jdense.predict.")
-    samples = _checks.positive_int("samples", samples)
-    key = _checks.prng_key("key", key)
+    samples = checks.positive_int("samples", samples)
+    key = checks.prng_key("key", key)
     x = np.asarray(x)
     if x.dtype == object or not np.issubdtype(x.dtype, np.number) or x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"mc_predict: x must be a non-empty numeric array (n, features), got {x.dtype} {x.shape}.")
@@ -300,7 +300,7 @@ def plot_calibration(y: jax.typing.ArrayLike, probs: jax.typing.ArrayLike, bins:
       >>> fig.axes[0].get_title()
       'ECE = 0.021'
     """
-    bins = _checks.positive_int("bins", bins)
+    bins = checks.positive_int("bins", bins)
     p = _as_class_probs(probs, "probs", "plot_calibration", "(n, classes)")
     labels = np.asarray(y)
     labels = labels.argmax(-1) if labels.ndim == 2 and labels.shape[1] == p.shape[1] > 1 else labels.reshape(-1)

@@ -412,16 +412,16 @@ def test_params_larger_than_the_device_are_refused_before_allocating():
 
 
 def test_capacity_is_the_device_limit_or_the_host_memory(monkeypatch):
-    from jdense import _checks
+    from jdense import checks
 
-    capacity, where = _checks.device_capacity()
+    capacity, where = checks.device_capacity()
     stats = jax.devices()[0].memory_stats()
     if stats and "bytes_limit" in stats:
         assert capacity == stats["bytes_limit"]
     else:
         assert capacity == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") and "host memory" in where
     # with a device of 1 MiB, a 1,000 x 300 float32 layer (1,201,200 bytes) no longer fits; 1,000 x 200 does
-    monkeypatch.setattr(_checks, "device_capacity", lambda: (2**20, "a 1 MiB test device"))
+    monkeypatch.setattr(checks, "device_capacity", lambda: (2**20, "a 1 MiB test device"))
     with pytest.raises(ValueError, match=r"needs 1,201,200 bytes \(1\.1 MiB\).*at most 1,048,576 bytes \(1\.0 MiB; a 1 MiB test device\)"):
         jdense.init(jax.random.key(0), 1000, 300)
     assert jax.eval_shape(lambda: jdense.init(jax.random.key(0), 1000, 200))["w"].shape == (1000, 200)

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import jdense
-from jdense import _checks, cli
+from jdense import checks, cli
 
 pytest.importorskip("sklearn")
 
@@ -82,7 +82,7 @@ def test_no_suggestion_when_nothing_is_close_and_the_list_keeps_its_order():
         jdense.losses.per_sample("hinge")
     assert str(err.value).startswith("unknown loss 'hinge'; expected one of 'mse', 'mae', 'cross_entropy'")
     assert "did you mean" not in str(err.value)
-    assert _checks.closest("hinge", jdense.losses.PER_SAMPLE) is None
+    assert checks.closest("hinge", jdense.losses.PER_SAMPLE) is None
 
 
 def test_keras_keywords_are_refused_with_a_pointer_to_jdenses_name():

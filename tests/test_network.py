@@ -589,9 +589,9 @@ def test_init_refuses_params_larger_than_the_device_naming_the_layer():
 
 
 def test_init_refuses_layers_that_fit_one_by_one_but_not_together(monkeypatch):
-    from jdense import _checks
+    from jdense import checks
 
-    monkeypatch.setattr(_checks, "device_capacity", lambda: (10_000, "a 10 kB test device"))
+    monkeypatch.setattr(checks, "device_capacity", lambda: (10_000, "a 10 kB test device"))
     net = mlp([40, 40, 40])  # 2 x 6,560 bytes
     with pytest.raises(ValueError, match=r"^this network needs 13,120 bytes .*\(2 layers, the largest dense_0\).*10,000 bytes"):
         net.init(jax.random.key(0))

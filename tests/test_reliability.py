@@ -336,7 +336,7 @@ def test_the_population_memory_check_counts_each_devices_share(monkeypatch):
     one = jax.eval_shape(net.init, jax.random.key(0))
     tx = jdense.optimizer(net, "adam", 1e-3)
     per_member = sum(math.prod(a.shape) * 4 for a in jax.tree.leaves(one)) * 3  # params, adam's mu and nu
-    monkeypatch.setattr(jdense._checks, "device_capacity", lambda: (10 * per_member + per_member // 2, "a test device"))
+    monkeypatch.setattr(jdense.checks, "device_capacity", lambda: (10 * per_member + per_member // 2, "a test device"))
     with pytest.raises(ValueError, match=r"a population of 40 members needs .*40 x"):
         population_lib._fits_device(40, one, tx)  # on one device: 40 members > 10.5
     four = SimpleNamespace(padded=40, mesh=SimpleNamespace(devices=np.empty(4, object)))

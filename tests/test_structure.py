@@ -1,8 +1,8 @@
 """The shape of the code, checked with ``ast``: modules use each other's public names only, functions stay short.
 
-- No module of ``jdense/`` imports or reads another jdense module's ``_private`` names
-  (the package-level helper module ``jdense._checks`` itself may be imported; its names
-  used are public). Benchmarks and the test workers are held to the same rule.
+- No module of ``jdense/`` imports or reads another jdense module's ``_private`` names, private
+  modules included (the shared argument checks live in the public ``jdense.checks``).
+  Benchmarks and the test workers are held to the same rule.
 - No function in ``jdense/`` is longer than :data:`MAX_FUNCTION_LINES` lines, not counting its docstring.
 - ``jdense/train.py`` stays within :data:`MAX_TRAIN_LINES` lines.
 """
@@ -47,7 +47,7 @@ def private_uses(path: pathlib.Path, modules: set[str]) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "jdense" and not node.level:
             for a in node.names:
                 full = f"{node.module}.{a.name}"
-                if full in modules:  # a module: `from jdense import _checks` is the shared helper room
+                if full in modules and not _private(a.name):  # a public module, e.g. `from jdense import checks`
                     aliases[a.asname or a.name] = full
                 elif _private(a.name) and node.module != own:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno} from {node.module} import {a.name}")
@@ -81,15 +81,16 @@ def test_the_checker_finds_what_it_should(tmp_path):
     pkg = tmp_path / "jdense"
     pkg.mkdir()
     (pkg / "a.py").write_text("def _x():\n    pass\n\n\ndef f():\n    return _x()\n")
-    (pkg / "b.py").write_text("from jdense import a, _checks\nfrom jdense.a import _x\n\n\ndef g():\n"
-                              "    return a._x(), a.f(), _checks.short(1)\n")
+    (pkg / "b.py").write_text("from jdense import a, checks, _hidden\nfrom jdense.a import _x\n\n\ndef g():\n"
+                              "    return a._x(), a.f(), checks.short(1)\n")
     global ROOT, PACKAGE
     saved = ROOT, PACKAGE
     ROOT, PACKAGE = tmp_path, pkg
     try:
-        modules = {"jdense", "jdense.a", "jdense.b", "jdense._checks"}
+        modules = {"jdense", "jdense.a", "jdense.b", "jdense.checks", "jdense._hidden"}
         assert private_uses(pkg / "a.py", modules) == []
-        assert private_uses(pkg / "b.py", modules) == ["jdense/b.py:2 from jdense.a import _x", "jdense/b.py:6 a._x"]
+        assert private_uses(pkg / "b.py", modules) == ["jdense/b.py:1 from jdense import _hidden", "jdense/b.py:2 from jdense.a import _x",
+                                                  "jdense/b.py:6 a._x"]
         assert long_functions(pkg / "a.py", 1) == ["jdense/a.py:1 _x (2 lines)", "jdense/a.py:5 f (2 lines)"]
     finally:
         ROOT, PACKAGE = saved

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jdense import _checks, parallel, programs
+from jdense import checks, parallel, programs
 from jdense import losses as losses_lib
 from jdense.data import stream as stream_lib
 
@@ -28,7 +28,7 @@ from jdense.data import stream as stream_lib
 # -- checks of arrays and labels, shared by fit, fit_population, evaluate and predict ---------
 def array(a, name: str, what: str) -> np.ndarray:
     """``a`` as a NumPy array (no copy when it is one), numeric; else a clear error (a truncated memory map too)."""
-    _checks.memmap_intact(a, f"{what}: {name}")
+    checks.memmap_intact(a, f"{what}: {name}")
     try:
         a = np.asarray(a)
     except (ValueError, TypeError) as err:  # a ragged list, objects...
@@ -194,9 +194,9 @@ def prepare(x, y, *, batch_size, sample_weight=None, validation_split=None, vali
       members: a population's size (``sample_weight`` may then be ``(members, n)``).
       what: the caller's name, for messages.
     """
-    _checks.choice("data", data, ("global", "per_process"))
+    checks.choice("data", data, ("global", "per_process"))
     if stream is not None:
-        _checks.boolean("stream", stream)
+        checks.boolean("stream", stream)
     per_process = data == "per_process"
     if per_process and mesh is None:
         raise ValueError(f"{what}: data='per_process' joins the processes' rows through a mesh; pass "
@@ -235,7 +235,7 @@ def _memory_data(x, y, *, batch_size, sample_weight, validation_split, validatio
         if isinstance(validation_split, bool) or not isinstance(validation_split, float | int | np.floating) \
                 or not 0 < validation_split < 1:
             raise ValueError(f"validation_split must be a fraction in (0, 1) such as 0.1, got "
-                             f"{_checks.short(validation_split)}.")
+                             f"{checks.short(validation_split)}.")
         cut = int(x.shape[0] * (1 - validation_split))
         if not 0 < cut < x.shape[0]:
             raise ValueError(f"validation_split={validation_split} leaves no rows on one side of {x.shape[0]} samples.")
@@ -245,13 +245,13 @@ def _memory_data(x, y, *, batch_size, sample_weight, validation_split, validatio
         validation_data = (x[cut:], y[cut:], np.ones(x.shape[0] - cut, np.float32) if sw is None else sw[cut:])
         x, y = x[:cut], y[:cut]
         sw = np.ones(cut, np.float32) if sw is None else sw[..., :cut]  # a split is a weighted fit (as before)
-    return Data(x, y, sw, _checks.batch_size(batch_size, x.shape[0]), validation_data)
+    return Data(x, y, sw, checks.batch_size(batch_size, x.shape[0]), validation_data)
 
 
 def _source(x, y, *, batch_size, batches: bool, per_process: bool, steps_per_epoch, seed, mesh, finite: bool, what: str):
     """The stream source of ``x, y``: Batches for an iterable, Rows for row-indexable arrays."""
     processes = jax.process_count() if per_process else 1
-    if batch_size is not None and _checks.positive_int("batch_size", batch_size) % processes:
+    if batch_size is not None and checks.positive_int("batch_size", batch_size) % processes:
         raise ValueError(f"{what}: batch_size={batch_size} must split evenly over the {processes} processes "
                          "(data='per_process').")
     local = batch_size if batch_size is None or processes == 1 else batch_size // processes  # (keeps the default's identity)
@@ -259,7 +259,7 @@ def _source(x, y, *, batch_size, batches: bool, per_process: bool, steps_per_epo
         source = stream_lib.Batches(x, local if processes > 1 else None, steps_per_epoch, what, finite)
     else:
         x, y = stream_lib.rows(x, "x", what), stream_lib.rows(y, "y", what)
-        source = stream_lib.Rows(x, y, _checks.batch_size(local, x.shape[0]), list(seed),
+        source = stream_lib.Rows(x, y, checks.batch_size(local, x.shape[0]), list(seed),
                                  (jax.process_index(),) if processes > 1 else (), what)
     if mesh is not None and not per_process:  # a cheap look: the first rows and the shapes
         parallel.check_same_data(source.sample_x, np.asarray(source.x_like[0]), what=what)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from jdense import _checks
+from jdense import checks
 
 CHUNK_CAP = 32 << 20
 """Largest chunk in bytes: bigger ones only cost host memory (the hand-off is per chunk, not per step)."""
@@ -76,8 +76,8 @@ def source_name(a: Any) -> str:
 
 def check_file_size(a: Any, what: str) -> None:
     """Raise (instead of a SIGBUS on reading) when a memory map's file has become shorter than the array
-    (:func:`jdense._checks.memmap_intact`)."""
-    _checks.memmap_intact(a, what)
+    (:func:`jdense.checks.memmap_intact`)."""
+    checks.memmap_intact(a, what)
 
 
 def first_nonfinite(a: Any, block: int = 1 << 16) -> int | None:
@@ -132,7 +132,7 @@ def budget(device_memory: Any) -> int:
     if isinstance(device_memory, bool) or not isinstance(device_memory, int | np.integer | float | np.floating) \
             or not device_memory > 0 or not math.isfinite(device_memory):
         raise ValueError("device_memory must be a positive number of bytes (finite), e.g. device_memory=2**30, got "
-                         f"{_checks.short(device_memory)}.")
+                         f"{checks.short(device_memory)}.")
     return int(device_memory)
 
 
@@ -264,7 +264,7 @@ class Batches:
                     f"{what}: x is an iterable of batches without a length; pass steps_per_epoch= "
                     "(the number of batches that make an epoch).")
             steps = len(data)
-        self.steps = _checks.positive_int("steps_per_epoch", steps)
+        self.steps = checks.positive_int("steps_per_epoch", steps)
         self._iter = iter(data)
         try:
             first = next(self._iter)
