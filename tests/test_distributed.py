@@ -9,15 +9,11 @@ processes are always killed at the end, and the whole test is bounded by ``TIMEO
 import importlib.util
 import os
 import pathlib
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
+import worker_processes  # tests/ is on sys.path (pytest prepends a test file's folder)
 
 import jdense
 
@@ -25,12 +21,6 @@ HERE = pathlib.Path(__file__).resolve().parent
 TIMEOUT = 120  # seconds for both processes together
 TOL = 1e-5
 NPROC = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker_module():
@@ -52,33 +42,13 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     env = dict(os.environ)  # XLA_FLAGS: the suite's fast compilation (conftest); the workers set their device count
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
-    port = _free_port()
+    port = worker_processes.free_port()
     logs = [open(out / f"rank{i}.log", "w+") for i in range(NPROC)]
-    procs = []
+    procs = [worker_processes.start([HERE / "_distributed_worker.py", i, NPROC, port, out], env, logs[i]) for i in range(NPROC)]
     try:
-        for i in range(NPROC):
-            procs.append(subprocess.Popen(
-                [sys.executable, str(HERE / "_distributed_worker.py"), str(i), str(NPROC), str(port), str(out)],
-                env=env, stdout=logs[i], stderr=subprocess.STDOUT, start_new_session=True,
-            ))
-        deadline = time.monotonic() + TIMEOUT
         reference = _single_process()  # meanwhile, the one-process reference
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            if any(p.poll() not in (None, 0) for p in procs):
-                break  # one failed: the other would wait for it until its own timeout
-            time.sleep(0.2)
-        codes = [p.poll() for p in procs]
     finally:
-        for p in procs:  # always: kill each worker's process group, then reap it
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-    text = []
-    for i, log in enumerate(logs):
-        log.seek(0)
-        text.append(f"--- rank {i} (exit {codes[i]}) ---\n{log.read()[-3000:]}")
-        log.close()
-    text = "\n".join(text)
+        codes, text = worker_processes.wait(procs, logs, "rank", TIMEOUT)
     if any(c != 0 for c in codes):
         if _gloo_missing(text):
             pytest.skip(f"gloo CPU collectives are not available in this jaxlib:\n{text}")

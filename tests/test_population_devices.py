@@ -11,15 +11,13 @@ rounds Adam's update differently in the last bits (measured ≤ 1.2e-7 on these 
 import importlib.util
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
+import worker_processes  # tests/ is on sys.path (pytest prepends a test file's folder)
 
 import jdense
 
@@ -41,50 +39,20 @@ def _worker_module():
     return module
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(procs, logs, what):
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            if any(p.poll() not in (None, 0) for p in procs):
-                break
-            time.sleep(0.2)
-        codes = [p.poll() for p in procs]
-    finally:
-        for p in procs:  # always: kill each worker's process group, then reap it
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-    text = []
-    for i, log in enumerate(logs):
-        log.seek(0)
-        text.append(f"--- {what} {i} (exit {codes[i]}) ---\n{log.read()[-3000:]}")
-        log.close()
-    return codes, "\n".join(text)
-
-
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     """Start both subprocess runs together; meanwhile compute the one-process reference here."""
     out = tmp_path_factory.mktemp("population_devices")
     worker = HERE / "_population_devices_worker.py"
     logs = [open(out / f"log{i}.txt", "w+") for i in range(NPROC + 1)]
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, str(worker), "devices", str(out / "devices.npz")], env=_env(),
-                              stdout=logs[0], stderr=subprocess.STDOUT, start_new_session=True)]
+    port = worker_processes.free_port()
+    procs = [worker_processes.start([worker, "devices", out / "devices.npz"], _env(), logs[0])]
     distributed = "jax_cpu_collectives_implementation" in jax.config.values
     if distributed:
-        procs += [subprocess.Popen([sys.executable, str(worker), "distributed", str(i), str(NPROC), str(port), str(out)],
-                                   env=_env(), stdout=logs[i + 1], stderr=subprocess.STDOUT, start_new_session=True)
-                  for i in range(NPROC)]
+        procs += [worker_processes.start([worker, "distributed", i, NPROC, port, out], _env(), logs[i + 1]) for i in range(NPROC)]
     net, x, y, members, kw = _worker_module().problem()
     reference = jdense.fit_population(net, x, y, members=members, **kw)  # one process, one device, every member
-    codes, text = _wait(procs, logs[:len(procs)], "worker")
+    codes, text = worker_processes.wait(procs, logs[:len(procs)], "worker", TIMEOUT)
     if codes[0] != 0:
         pytest.fail(f"the 2-device worker failed:\n{text}")
     ranks = None
