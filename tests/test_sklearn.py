@@ -20,7 +20,7 @@ from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris, make_regression  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
-from sklearn.metrics import log_loss  # noqa: E402
+from sklearn.metrics import accuracy_score, log_loss, make_scorer  # noqa: E402
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, cross_val_score, train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -266,6 +266,23 @@ def test_population_search_compiles_one_program_per_structure(digits):
     assert first > 0 and again == 0  # other values, the same structures: nothing compiles
     with pytest.raises(AttributeError, match="refit=False"):
         search.predict(x)
+
+
+def test_population_accuracy_from_outputs_equals_the_scorer(digits):
+    """scoring None/"accuracy" is computed from all the fold's outputs at once; it equals scikit-learn's
+    scorer called member by member (a callable scorer takes that path), bit for bit, with string labels."""
+    x, y = digits
+    labels = np.array([f"digit {v}" for v in y])
+    cv = KFold(3, shuffle=True, random_state=1)
+    est = DenseClassifier(hidden=(16,), epochs=2, random_state=0)  # the structure of the test above: no new compile
+    grid = {"learning_rate": [1e-3, 1e-2], "dropout": [0.0, 0.3]}
+    results = [PopulationSearchCV(est, grid, cv=cv, scoring=scoring, refit=False).fit(x, labels).cv_results_
+               for scoring in (None, "accuracy", make_scorer(accuracy_score))]
+    for k in range(3):
+        reference = results[2][f"split{k}_test_score"]
+        assert np.isfinite(reference).all() and (reference > 0).all()
+        for result in results[:2]:
+            np.testing.assert_array_equal(result[f"split{k}_test_score"], reference)
 
 
 def test_population_folds_and_validation_rows(digits, monkeypatch):
