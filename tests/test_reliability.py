@@ -276,6 +276,13 @@ def test_a_memory_map_truncated_before_the_call_is_a_value_error_naming_the_file
 
 
 # -- shape errors name the layer and the caller's array, never a slice of it (issue 24) -------------------------------------
+def _train(caller: str, net, params, x, y, **kw):
+    """``jdense.fit`` from ``params``, or ``jdense.fit_population`` of 2 members, with the same arguments."""
+    if caller == "fit":
+        return jdense.fit(net, params, x, y, **kw)
+    return jdense.fit_population(net, x, y, members=2, **kw)
+
+
 def _stream_cases(tmp_path):
     x = np.zeros((256, 3), np.float32)
     y = np.zeros(256, np.int32)
@@ -294,10 +301,7 @@ def test_a_streamed_source_of_the_wrong_width_shows_its_own_shape(tmp_path, sour
     params = net.init(jax.random.key(0))
     with no_compile(), pytest.raises(ValueError, match=rf"{caller}: x has shape {shape} \(3 features per sample\) but "
                                                       r"dense_0 \(Dense\) expects 4 input features"):
-        if caller == "fit":
-            jdense.fit(net, params, x, y, **common)
-        else:
-            jdense.fit_population(net, x, y, members=2, **common)
+        _train(caller, net, params, x, y, **common)
 
 
 @pytest.mark.parametrize("caller", ["fit", "fit_population"])
@@ -308,10 +312,7 @@ def test_validation_data_of_the_wrong_width_names_the_layer_and_its_shape(data, 
     params = net.init(jax.random.key(0))
     with no_compile(), pytest.raises(ValueError, match=rf"^{caller}\(validation_data\): x has shape \(40, 3\) \(3 features "
                                                       r"per sample\) but dense_0 \(Dense\) expects 4"):
-        if caller == "fit":
-            jdense.fit(net, params, x, y, **kw)
-        else:
-            jdense.fit_population(net, x, y, members=2, **kw)
+        _train(caller, net, params, x, y, **kw)
 
 
 def test_ensemble_predict_of_one_networks_params_names_itself(population, data):
